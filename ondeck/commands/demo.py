@@ -1,0 +1,12 @@
+"""`ondeck demo` (not built yet)."""
+from __future__ import annotations
+
+
+def configure(parser) -> None:
+    pass
+
+
+def run(args) -> int:
+    from ondeck.errors import UserError
+
+    raise UserError("'ondeck demo' is not built yet")
