@@ -18,11 +18,11 @@ if not _os.path.isdir(_os.path.join(_here, "serving")) and _os.path.isdir(_os.pa
     __path__.append(_tree)  # type: ignore[name-defined]  # noqa: F821
 
 
-def load(path: str):
-    """Load a model package directory for in-process prediction (see :mod:`ondeck.package.load`)."""
+def load(path, **kwargs):
+    """Load a model package directory for in-process prediction (see :class:`ondeck.package.load.Model`)."""
     from ondeck.package.load import load as _load
 
-    return _load(path)
+    return _load(path, **kwargs)
 
 
 __all__ = ["load", "__version__"]
