@@ -20,6 +20,7 @@ from ondeck.package.build import LABEL_OUTPUT, PROBA_OUTPUT, VALUE_OUTPUT
 from ondeck.package.load import Model
 
 DEFAULT_CHUNK_ROWS = 65_536
+CSV_BLOCK_BYTES = 1 << 20
 
 
 @dataclass
@@ -131,13 +132,21 @@ def _csv_chunks(path: Path, features, passthrough, wanted, chunk_rows) -> Iterat
     # whole stream on one non-numeric cell, but one bad cell must only cost its row.
     convert = pacsv.ConvertOptions(include_columns=wanted, column_types={c: pa.string() for c in wanted},
                                    strings_can_be_null=True)
-    read = pacsv.ReadOptions(block_size=max(1 << 20, chunk_rows * 24 * len(wanted)))
+    # Small blocks keep the reader's read-ahead (and so peak memory) small; they are re-assembled
+    # into chunks of chunk_rows so that the model still runs on large batches.
+    read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES)
+    pending, rows = [], 0
     try:
-        reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
-        for batch in reader:
-            yield pa.Table.from_batches([batch])
+        for batch in pacsv.open_csv(path, read_options=read, convert_options=convert):
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= chunk_rows:
+                yield pa.Table.from_batches(pending)
+                pending, rows = [], 0
     except pa.ArrowInvalid as exc:
         raise UserError(f"cannot parse {path}: {exc}") from None
+    if pending:
+        yield pa.Table.from_batches(pending)
 
 
 def _check_columns(path: Path, names: list[str], features: list[str], passthrough: tuple[str, ...] | list[str]) -> None:

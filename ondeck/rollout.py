@@ -1,0 +1,201 @@
+"""The canary rollout as a pure state machine, shared by the operator and ``ondeck run``.
+
+Argo Rollouts' vocabulary: ``steps`` of ``setWeight``, ``pause`` (with a ``duration``, or without one:
+wait for a person's ``promote``) and ``analysis``. The machine keeps its whole state in a plain
+JSON-serialisable dict, so the operator stores it in the ModelDeployment's status and the local
+runtime in a file, and either resumes at the same step after a restart.
+
+No I/O and no clock here: the caller passes ``now`` (seconds) and a ``measure`` callable that runs
+one analysis measurement (the caller fetches metric windows and asks :mod:`ondeck.decide`); the
+machine calls it only when a measurement is due. It answers with the new state and the actions the
+caller must carry out (write router weights, promote, abort, record an event).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+# Phases, as shown in status and by `ondeck status`.
+PROGRESSING, PAUSED, HEALTHY, DEGRADED = "Progressing", "Paused", "Healthy", "Degraded"
+# Measurement verdicts (Argo Rollouts' AnalysisRun phases).
+SUCCESSFUL, FAILED, INCONCLUSIVE = "Successful", "Failed", "Inconclusive"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One analysis measurement: its verdict, why, and the evidence behind it."""
+
+    verdict: str
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnalysisPolicy:
+    """How often to measure and when to stop (an AnalysisTemplate's run settings)."""
+
+    interval: float = 60.0
+    count: int = 3
+    failure_limit: int = 0
+    inconclusive_limit: int = 1
+
+
+Measure = Callable[[dict[str, Any], float], Measurement]
+"""``measure(step, now)``: one measurement of the canary against the stable variant."""
+
+
+def new_state(stable: str, canary: str, now: float, *, stable_version: str = "", canary_version: str = "") -> dict[str, Any]:
+    return {
+        "phase": PROGRESSING,
+        "stepIndex": 0,
+        "stepStartedAt": now,
+        "canaryWeight": 0,
+        "stableVariant": stable,
+        "canaryVariant": canary,
+        "stableVersion": stable_version,
+        "canaryVersion": canary_version,
+        "analysis": None,
+        "message": "rollout started",
+    }
+
+
+def weights(state: dict[str, Any]) -> dict[str, int]:
+    """Router weights (percent) for the stable and canary variants."""
+    w = int(state["canaryWeight"])
+    return {state["stableVariant"]: 100 - w, state["canaryVariant"]: w}
+
+
+def tick(
+    steps: list[dict[str, Any]],
+    state: dict[str, Any],
+    now: float,
+    *,
+    measure: Measure | None = None,
+    policy_for: Callable[[dict[str, Any]], AnalysisPolicy] = lambda step: AnalysisPolicy(),
+    promote: bool = False,
+    abort: bool = False,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Advance the rollout as far as it can go at ``now``; returns (new state, actions).
+
+    Actions: ``{"type": "setWeights", "weights": {...}}``, ``{"type": "promote"}`` (the canary
+    becomes the stable variant), ``{"type": "abort", "reason": ...}`` (weights back to stable,
+    canary scaled down) and ``{"type": "event", "reason": ..., "message": ...}``.
+    ``promote`` is a person's blessing (``ondeck promote``); ``abort`` is ``ondeck abort``.
+    """
+    state = copy.deepcopy(state)
+    actions: list[dict[str, Any]] = []
+    if state["phase"] in (HEALTHY, DEGRADED):
+        return state, actions  # finished: a new canary starts a new rollout
+    if abort:
+        return _abort(state, "aborted by a person (ondeck abort)", actions)
+
+    # Each loop iteration finishes one step or stops to wait; bounded by the number of steps.
+    for _ in range(len(steps) + 1):
+        index = state["stepIndex"]
+        if index >= len(steps):
+            return _promote(state, actions)
+        step = steps[index]
+        if "setWeight" in step:
+            if int(step["setWeight"]) != state["canaryWeight"]:
+                state["canaryWeight"] = int(step["setWeight"])
+                actions.append({"type": "setWeights", "weights": weights(state)})
+                actions.append(_event("WeightSet", f"canary weight set to {state['canaryWeight']}% (step {index})"))
+            _next_step(state, now, "weight set")
+        elif "pause" in step:
+            duration = (step.get("pause") or {}).get("duration")
+            if duration is None:
+                if not promote:
+                    return _wait(state, PAUSED, f"step {index}: paused until promoted (ondeck promote)"), actions
+                promote = False  # one blessing moves one gate
+                actions.append(_event("Promoted", f"step {index}: blessed by a person"))
+            elif now - state["stepStartedAt"] < float(duration) and not promote:
+                left = float(duration) - (now - state["stepStartedAt"])
+                return _wait(state, PROGRESSING, f"step {index}: pausing, {left:.0f}s left"), actions
+            _next_step(state, now, "pause over")
+        elif "analysis" in step:
+            verdict = _run_analysis(state, step, now, measure, policy_for(step), actions)
+            if verdict is None:
+                return state, actions  # waiting for the next measurement
+            if verdict == FAILED:
+                return _abort(state, state["message"], actions)
+            if verdict == INCONCLUSIVE and not promote:
+                # Argo Rollouts pauses on an inconclusive run: never promote on missing evidence.
+                return _wait(state, PAUSED, f"step {index}: analysis inconclusive, paused: {state['message']}"), actions
+            promote = False
+            _next_step(state, now, "analysis passed")
+        else:
+            raise ValueError(f"step {index} has none of setWeight, pause, analysis: {step}")
+    raise AssertionError("unreachable: every step either finishes or waits")
+
+
+def _run_analysis(state, step, now, measure, policy: AnalysisPolicy, actions) -> str | None:
+    """Take a measurement when one is due; return the run's verdict once it has one."""
+    run = state["analysis"]
+    if run is None:
+        run = state["analysis"] = {"step": state["stepIndex"], "startedAt": now, "lastAt": None, "measurements": [],
+                                   "verdict": None}
+    if run["verdict"]:  # concluded (an inconclusive run waits here for a person)
+        return run["verdict"]
+    if run["lastAt"] is not None and now - run["lastAt"] < policy.interval:
+        state["phase"] = PROGRESSING
+        return None
+    if measure is None:
+        raise ValueError("an analysis step needs a measure function")
+    m = measure(step, now)
+    run["lastAt"] = now
+    run["measurements"].append({"at": now, "verdict": m.verdict, "reason": m.reason, "evidence": m.evidence})
+    counts = {v: sum(1 for x in run["measurements"] if x["verdict"] == v) for v in (SUCCESSFUL, FAILED, INCONCLUSIVE)}
+    state["message"] = f"analysis {len(run['measurements'])}/{policy.count}: {m.verdict} ({m.reason})"
+    actions.append(_event(f"Analysis{m.verdict}", state["message"]))
+    if counts[FAILED] > policy.failure_limit:
+        run["verdict"] = FAILED
+    elif counts[INCONCLUSIVE] > policy.inconclusive_limit:
+        run["verdict"] = INCONCLUSIVE
+    elif len(run["measurements"]) >= policy.count:
+        run["verdict"] = SUCCESSFUL if counts[SUCCESSFUL] else INCONCLUSIVE
+    else:
+        state["phase"] = PROGRESSING
+    return run["verdict"]
+
+
+def _next_step(state, now, why: str) -> None:
+    if state["analysis"] is not None:
+        state.setdefault("analysisHistory", []).append(state["analysis"])
+        state["analysisHistory"] = state["analysisHistory"][-10:]
+    state["analysis"] = None
+    state["stepIndex"] += 1
+    state["stepStartedAt"] = now
+    state["phase"] = PROGRESSING
+    state["message"] = f"step {state['stepIndex'] - 1}: {why}"
+
+
+def _wait(state, phase: str, message: str) -> dict[str, Any]:
+    state["phase"] = phase
+    state["message"] = message
+    return state
+
+
+def _promote(state, actions):
+    if state["canaryWeight"] != 100:
+        state["canaryWeight"] = 100
+        actions.append({"type": "setWeights", "weights": weights(state)})
+    actions.append({"type": "promote"})
+    actions.append(_event("RolloutCompleted", f"{state['canaryVariant']} ({state['canaryVersion']}) promoted to stable"))
+    state["phase"] = HEALTHY
+    state["message"] = "canary promoted to stable"
+    return state, actions
+
+
+def _abort(state, reason: str, actions):
+    state["canaryWeight"] = 0
+    state["phase"] = DEGRADED
+    state["message"] = f"rolled back: {reason}"
+    actions.append({"type": "setWeights", "weights": weights(state)})
+    actions.append({"type": "abort", "reason": reason})
+    actions.append(_event("RolloutAborted", state["message"]))
+    return state, actions
+
+
+def _event(reason: str, message: str) -> dict[str, Any]:
+    return {"type": "event", "reason": reason, "message": message}

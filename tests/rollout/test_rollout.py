@@ -1,0 +1,113 @@
+"""The pure rollout state machine: steps, gates, analysis verdicts, abort, resume from state."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ondeck import rollout as r
+
+STEPS = [
+    {"setWeight": 10},
+    {"pause": {"duration": 60}},
+    {"analysis": {"templates": [{"templateName": "default"}]}},
+    {"setWeight": 50},
+    {"pause": {}},
+]
+POLICY = r.AnalysisPolicy(interval=30, count=2, failure_limit=0, inconclusive_limit=0)
+
+
+def verdicts(*seq):
+    calls = []
+
+    def measure(step, now):
+        calls.append(now)
+        v = seq[min(len(calls) - 1, len(seq) - 1)]
+        return r.Measurement(v, f"measured {v}", {"n": len(calls)})
+
+    measure.calls = calls
+    return measure
+
+
+def run(state, now, **kw):
+    kw.setdefault("policy_for", lambda step: POLICY)
+    return r.tick(STEPS, state, now, **kw)
+
+
+def weight_actions(actions):
+    return [a["weights"] for a in actions if a["type"] == "setWeights"]
+
+
+def test_good_canary_walks_every_step_and_is_promoted():
+    m = verdicts(r.SUCCESSFUL)
+    s = r.new_state("stable", "canary", 0, stable_version="v1", canary_version="v2")
+    s, a = run(s, 0, measure=m)
+    assert weight_actions(a) == [{"stable": 90, "canary": 10}]
+    assert s["stepIndex"] == 1 and s["phase"] == r.PROGRESSING  # pausing 60 s
+    s, a = run(s, 59, measure=m)
+    assert s["stepIndex"] == 1 and a == []
+    s, a = run(s, 60, measure=m)  # pause over -> first measurement
+    assert s["stepIndex"] == 2 and len(m.calls) == 1
+    s, a = run(s, 70, measure=m)  # not due yet (interval 30)
+    assert len(m.calls) == 1
+    s, a = run(s, 90, measure=m)  # second measurement: count reached, passes, weight 50, then the gate
+    assert len(m.calls) == 2
+    assert weight_actions(a) == [{"stable": 50, "canary": 50}]
+    assert s["phase"] == r.PAUSED and s["stepIndex"] == 4
+    s, a = run(s, 1000, measure=m)
+    assert s["phase"] == r.PAUSED  # a gate without duration waits for a person, whatever the time
+    s, a = run(s, 1001, measure=m, promote=True)
+    assert s["phase"] == r.HEALTHY
+    assert weight_actions(a) == [{"stable": 0, "canary": 100}]
+    assert {"type": "promote"} in a
+
+
+def test_failed_analysis_rolls_back():
+    m = verdicts(r.FAILED)
+    s = r.new_state("stable", "canary", 0)
+    s, _ = run(s, 0, measure=m)
+    s, a = run(s, 60, measure=m)
+    assert s["phase"] == r.DEGRADED and s["canaryWeight"] == 0
+    assert weight_actions(a) == [{"stable": 100, "canary": 0}]
+    assert any(x["type"] == "abort" for x in a)
+    assert "rolled back" in s["message"] and "Failed" in s["message"]
+    assert run(s, 500, measure=m) == (s, [])  # finished stays finished
+
+
+def test_inconclusive_analysis_pauses_never_promotes():
+    m = verdicts(r.INCONCLUSIVE)
+    s = r.new_state("stable", "canary", 0)
+    s, _ = run(s, 0, measure=m)
+    s, a = run(s, 60, measure=m)
+    assert s["phase"] == r.PAUSED and s["canaryWeight"] == 10 and s["stepIndex"] == 2
+    for t in (100, 1000, 10_000):
+        s, a = run(s, t, measure=m)
+        assert s["phase"] == r.PAUSED and s["canaryWeight"] == 10
+    # a person may still bless it past the inconclusive analysis
+    s, a = run(s, 10_001, measure=m, promote=True)
+    assert s["stepIndex"] == 4 and s["canaryWeight"] == 50
+
+
+def test_abort_at_any_time():
+    s = r.new_state("stable", "canary", 0)
+    s, _ = run(s, 0, measure=verdicts(r.SUCCESSFUL))
+    s, a = run(s, 5, abort=True)
+    assert s["phase"] == r.DEGRADED and weight_actions(a) == [{"stable": 100, "canary": 0}]
+    assert "ondeck abort" in s["message"]
+
+
+def test_state_survives_a_json_round_trip_and_resumes_the_same_step():
+    m = verdicts(r.SUCCESSFUL)
+    s = r.new_state("stable", "canary", 0)
+    s, _ = run(s, 0, measure=m)
+    s, _ = run(s, 60, measure=m)
+    restored = json.loads(json.dumps(s))  # what the operator keeps in status / ondeck run in a file
+    assert restored == s
+    s2, a = run(restored, 90, measure=m)
+    assert s2["stepIndex"] == 4 and len(m.calls) == 2  # it went on from the analysis, not from step 0
+
+
+def test_a_step_must_say_what_it_is():
+    s = r.new_state("stable", "canary", 0)
+    with pytest.raises(ValueError, match="none of setWeight, pause, analysis"):
+        r.tick([{"bogus": 1}], s, 0)
