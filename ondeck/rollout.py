@@ -13,7 +13,6 @@ caller must carry out (write router weights, promote, abort, record an event).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 # Phases, as shown in status and by `ondeck status`.
@@ -22,27 +21,15 @@ PROGRESSING, PAUSED, HEALTHY, DEGRADED = "Progressing", "Paused", "Healthy", "De
 SUCCESSFUL, FAILED, INCONCLUSIVE = "Successful", "Failed", "Inconclusive"
 
 
-@dataclass(frozen=True)
-class Measurement:
-    """One analysis measurement: its verdict, why, and the evidence behind it."""
+# What ondeck.decide's CanaryAnalysis answers after each measurement -> the run's verdict.
+_VERDICTS = {"continue": None, "promote": SUCCESSFUL, "rollback": FAILED, "pause": INCONCLUSIVE}
 
-    verdict: str
-    reason: str
-    evidence: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class AnalysisPolicy:
-    """How often to measure and when to stop (an AnalysisTemplate's run settings)."""
-
-    interval: float = 60.0
-    count: int = 3
-    failure_limit: int = 0
-    inconclusive_limit: int = 1
-
-
-Measure = Callable[[dict[str, Any], float], Measurement]
-"""``measure(step, now)``: one measurement of the canary against the stable variant."""
+Measure = Callable[[dict[str, Any], "dict[str, Any] | None", float, float], "tuple[dict[str, Any], Any]"]
+"""``measure(step, run_state, start, end)`` -> ``(run_state, decision)``: one measurement of the
+canary against the stable variant over the window ``[start, end)``, folded into the analysis run
+(``run_state`` is ``None`` for the first). ``decision`` is an :class:`ondeck.decide.Decision` of
+:class:`ondeck.decide.CanaryAnalysis`, whose action (continue, promote, rollback, pause) is the run's
+verdict: counting measurements against ``count`` and ``failureLimit`` happens there, not here."""
 
 
 def new_state(stable: str, canary: str, now: float, *, stable_version: str = "", canary_version: str = "") -> dict[str, Any]:
@@ -72,7 +59,7 @@ def tick(
     now: float,
     *,
     measure: Measure | None = None,
-    policy_for: Callable[[dict[str, Any]], AnalysisPolicy] = lambda step: AnalysisPolicy(),
+    interval_for: Callable[[dict[str, Any]], float] = lambda step: 60.0,
     promote: bool = False,
     abort: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -114,7 +101,7 @@ def tick(
                 return _wait(state, PROGRESSING, f"step {index}: pausing, {left:.0f}s left"), actions
             _next_step(state, now, "pause over")
         elif "analysis" in step:
-            verdict = _run_analysis(state, step, now, measure, policy_for(step), actions)
+            verdict = _run_analysis(state, step, now, measure, interval_for(step), actions)
             if verdict is None:
                 return state, actions  # waiting for the next measurement
             if verdict == FAILED:
@@ -129,32 +116,27 @@ def tick(
     raise AssertionError("unreachable: every step either finishes or waits")
 
 
-def _run_analysis(state, step, now, measure, policy: AnalysisPolicy, actions) -> str | None:
+def _run_analysis(state, step, now, measure, interval: float, actions) -> str | None:
     """Take a measurement when one is due; return the run's verdict once it has one."""
     run = state["analysis"]
-    if run is None:
-        run = state["analysis"] = {"step": state["stepIndex"], "startedAt": now, "lastAt": None, "measurements": [],
-                                   "verdict": None}
+    if run is None:  # the first window opens when the step starts
+        run = state["analysis"] = {"step": state["stepIndex"], "startedAt": now, "lastAt": now, "run": None,
+                                   "measurements": 0, "last": None, "verdict": None}
     if run["verdict"]:  # concluded (an inconclusive run waits here for a person)
         return run["verdict"]
-    if run["lastAt"] is not None and now - run["lastAt"] < policy.interval:
+    if now - run["lastAt"] < interval:
         state["phase"] = PROGRESSING
         return None
     if measure is None:
         raise ValueError("an analysis step needs a measure function")
-    m = measure(step, now)
+    run["run"], decision = measure(step, run["run"], run["lastAt"], now)
     run["lastAt"] = now
-    run["measurements"].append({"at": now, "verdict": m.verdict, "reason": m.reason, "evidence": m.evidence})
-    counts = {v: sum(1 for x in run["measurements"] if x["verdict"] == v) for v in (SUCCESSFUL, FAILED, INCONCLUSIVE)}
-    state["message"] = f"analysis {len(run['measurements'])}/{policy.count}: {m.verdict} ({m.reason})"
-    actions.append(_event(f"Analysis{m.verdict}", state["message"]))
-    if counts[FAILED] > policy.failure_limit:
-        run["verdict"] = FAILED
-    elif counts[INCONCLUSIVE] > policy.inconclusive_limit:
-        run["verdict"] = INCONCLUSIVE
-    elif len(run["measurements"]) >= policy.count:
-        run["verdict"] = SUCCESSFUL if counts[SUCCESSFUL] else INCONCLUSIVE
-    else:
+    run["measurements"] += 1
+    run["last"] = {"action": decision.action, "reason": decision.reason, "evidence": decision.evidence}
+    run["verdict"] = _VERDICTS[decision.action]
+    state["message"] = f"analysis: {decision.reason}"
+    actions.append(_event(f"Analysis{run['verdict'] or 'Measured'}", state["message"]))
+    if run["verdict"] is None:
         state["phase"] = PROGRESSING
     return run["verdict"]
 

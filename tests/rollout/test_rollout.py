@@ -6,6 +6,7 @@ import json
 import pytest
 
 from ondeck import rollout as r
+from ondeck.decide import Decision
 
 STEPS = [
     {"setWeight": 10},
@@ -14,23 +15,26 @@ STEPS = [
     {"setWeight": 50},
     {"pause": {}},
 ]
-POLICY = r.AnalysisPolicy(interval=30, count=2, failure_limit=0, inconclusive_limit=0)
+INTERVAL = 30
 
 
-def verdicts(*seq):
+def verdicts(*actions):
+    """A stand-in for ondeck.decide.CanaryAnalysis answering these actions in turn; it records the
+    windows it was asked about and threads its run state through the rollout state."""
     calls = []
 
-    def measure(step, now):
-        calls.append(now)
-        v = seq[min(len(calls) - 1, len(seq) - 1)]
-        return r.Measurement(v, f"measured {v}", {"n": len(calls)})
+    def measure(step, run_state, start, end):
+        calls.append((start, end))
+        assert run_state == (None if len(calls) == 1 else {"n": len(calls) - 1})
+        action = actions[min(len(calls) - 1, len(actions) - 1)]
+        return {"n": len(calls)}, Decision(action, f"measured {action}", {"n": len(calls)})
 
     measure.calls = calls
     return measure
 
 
 def run(state, now, **kw):
-    kw.setdefault("policy_for", lambda step: POLICY)
+    kw.setdefault("interval_for", lambda step: INTERVAL)
     return r.tick(STEPS, state, now, **kw)
 
 
@@ -39,19 +43,21 @@ def weight_actions(actions):
 
 
 def test_good_canary_walks_every_step_and_is_promoted():
-    m = verdicts(r.SUCCESSFUL)
+    m = verdicts("continue", "promote")
     s = r.new_state("stable", "canary", 0, stable_version="v1", canary_version="v2")
     s, a = run(s, 0, measure=m)
     assert weight_actions(a) == [{"stable": 90, "canary": 10}]
     assert s["stepIndex"] == 1 and s["phase"] == r.PROGRESSING  # pausing 60 s
     s, a = run(s, 59, measure=m)
     assert s["stepIndex"] == 1 and a == []
-    s, a = run(s, 60, measure=m)  # pause over -> first measurement
-    assert s["stepIndex"] == 2 and len(m.calls) == 1
-    s, a = run(s, 70, measure=m)  # not due yet (interval 30)
-    assert len(m.calls) == 1
-    s, a = run(s, 90, measure=m)  # second measurement: count reached, passes, weight 50, then the gate
-    assert len(m.calls) == 2
+    s, a = run(s, 60, measure=m)  # pause over -> analysis starts; its first window is still open
+    assert s["stepIndex"] == 2 and m.calls == []
+    s, a = run(s, 89, measure=m)  # not due yet (interval 30)
+    assert m.calls == []
+    s, a = run(s, 90, measure=m)
+    assert m.calls == [(60, 90)] and s["stepIndex"] == 2
+    s, a = run(s, 120, measure=m)  # second measurement: the run passes, weight 50, then the gate
+    assert m.calls == [(60, 90), (90, 120)]
     assert weight_actions(a) == [{"stable": 50, "canary": 50}]
     assert s["phase"] == r.PAUSED and s["stepIndex"] == 4
     s, a = run(s, 1000, measure=m)
@@ -63,26 +69,29 @@ def test_good_canary_walks_every_step_and_is_promoted():
 
 
 def test_failed_analysis_rolls_back():
-    m = verdicts(r.FAILED)
+    m = verdicts("rollback")
     s = r.new_state("stable", "canary", 0)
     s, _ = run(s, 0, measure=m)
-    s, a = run(s, 60, measure=m)
+    s, _ = run(s, 60, measure=m)
+    s, a = run(s, 90, measure=m)
     assert s["phase"] == r.DEGRADED and s["canaryWeight"] == 0
     assert weight_actions(a) == [{"stable": 100, "canary": 0}]
     assert any(x["type"] == "abort" for x in a)
-    assert "rolled back" in s["message"] and "Failed" in s["message"]
+    assert "rolled back" in s["message"] and "measured rollback" in s["message"]
     assert run(s, 500, measure=m) == (s, [])  # finished stays finished
 
 
 def test_inconclusive_analysis_pauses_never_promotes():
-    m = verdicts(r.INCONCLUSIVE)
+    m = verdicts("pause")
     s = r.new_state("stable", "canary", 0)
     s, _ = run(s, 0, measure=m)
-    s, a = run(s, 60, measure=m)
+    s, _ = run(s, 60, measure=m)
+    s, a = run(s, 90, measure=m)
     assert s["phase"] == r.PAUSED and s["canaryWeight"] == 10 and s["stepIndex"] == 2
     for t in (100, 1000, 10_000):
         s, a = run(s, t, measure=m)
         assert s["phase"] == r.PAUSED and s["canaryWeight"] == 10
+    assert len(m.calls) == 1  # a concluded run is not measured again
     # a person may still bless it past the inconclusive analysis
     s, a = run(s, 10_001, measure=m, promote=True)
     assert s["stepIndex"] == 4 and s["canaryWeight"] == 50
@@ -90,20 +99,21 @@ def test_inconclusive_analysis_pauses_never_promotes():
 
 def test_abort_at_any_time():
     s = r.new_state("stable", "canary", 0)
-    s, _ = run(s, 0, measure=verdicts(r.SUCCESSFUL))
+    s, _ = run(s, 0, measure=verdicts("promote"))
     s, a = run(s, 5, abort=True)
     assert s["phase"] == r.DEGRADED and weight_actions(a) == [{"stable": 100, "canary": 0}]
     assert "ondeck abort" in s["message"]
 
 
 def test_state_survives_a_json_round_trip_and_resumes_the_same_step():
-    m = verdicts(r.SUCCESSFUL)
+    m = verdicts("continue", "promote")
     s = r.new_state("stable", "canary", 0)
     s, _ = run(s, 0, measure=m)
     s, _ = run(s, 60, measure=m)
+    s, _ = run(s, 90, measure=m)
     restored = json.loads(json.dumps(s))  # what the operator keeps in status / ondeck run in a file
     assert restored == s
-    s2, a = run(restored, 90, measure=m)
+    s2, a = run(restored, 120, measure=m)
     assert s2["stepIndex"] == 4 and len(m.calls) == 2  # it went on from the analysis, not from step 0
 
 
