@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.cluster import K8S_DOWN, K8S_UP, K8sCluster, _run_script
+from tests.fixtures.cluster import K8S_DOWN, K8S_UP, K8sCluster, run_script
 
 pytestmark = pytest.mark.k8s
 
@@ -156,7 +156,7 @@ def test_k8s_down_leaves_no_recorded_pid_running(k8s_cluster: K8sCluster, tmp_pa
     env.pop("KUBECONFIG", None)
     pids: dict[str, int] = {}
     try:
-        up = _run_script(K8S_UP, env=env, timeout=600)
+        up = run_script(K8S_UP, env=env, timeout=600)
         assert up.returncode == 0, up.stderr[-4000:]
         kubeconfig = up.stdout.strip().splitlines()[-1]
         assert kubeconfig == str(state / "kubeconfig")
@@ -171,12 +171,12 @@ def test_k8s_down_leaves_no_recorded_pid_running(k8s_cluster: K8sCluster, tmp_pa
         assert nodes == ["node/kwok-node-0"]
 
         # Idempotent: a second k8s-up finds it healthy and changes nothing.
-        again = _run_script(K8S_UP, env=env, timeout=120)
+        again = run_script(K8S_UP, env=env, timeout=120)
         assert again.returncode == 0, again.stderr[-4000:]
         assert again.stdout.strip().splitlines()[-1] == kubeconfig
         assert {p.stem: int(p.read_text()) for p in (state / "pids").glob("*.pid")} == pids
     finally:
-        down = _run_script(K8S_DOWN, env=env, timeout=120)
+        down = run_script(K8S_DOWN, env=env, timeout=120)
     assert down.returncode == 0, down.stderr
     assert not state.exists()
     still = {name: pid for name, pid in pids.items() if pid_running(pid, state)}
