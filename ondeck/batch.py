@@ -105,7 +105,9 @@ def _open_chunks(path: Path, features: list[str], passthrough: list[str], chunk_
         import pyarrow.parquet as pq
 
         try:
-            pf = pq.ParquetFile(path)
+            # Buffered page reads: without them a whole column chunk of a row group (which may
+            # hold a million rows) sits in memory at once.
+            pf = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
         except Exception as exc:
             raise UserError(f"cannot read {path} as Parquet: {exc}") from None
         _check_columns(path, pf.schema_arrow.names, features, passthrough)
