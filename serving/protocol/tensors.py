@@ -10,19 +10,21 @@ FP32, the models' input type. BYTES is refused: a model takes numbers.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ondeck.errors import InvalidInput
-from ondeck.package.schema import FEATURE_COUNT, MISSING_FEATURE, NON_NUMERIC, SHAPE, InputSchema
+from ondeck.package.schema import MISSING_FEATURE, NON_NUMERIC, SHAPE, InputSchema
 
 # Reason codes of the protocol layer (the row-level ones come from ondeck.package.schema).
 DATATYPE = "datatype"
 UNKNOWN_INPUT = "unknown_input"
 UNKNOWN_OUTPUT = "unknown_output"
-BAD_JSON = "bad_json"
+BAD_JSON = "bad_json"  # the body is not JSON
+BAD_REQUEST = "bad_request"  # JSON, but not a request document (or a broken binary framing)
 
 # V2 datatype -> little-endian numpy dtype (the binary extension and raw_*_contents are little-endian).
 DTYPES: dict[str, np.dtype] = {
@@ -87,7 +89,7 @@ def from_bytes(name: str, datatype: Any, shape: Any, raw: bytes | memoryview) ->
 
 
 def _shaped(name: str, datatype: str, shape: list[int], flat: np.ndarray) -> InputTensor:
-    expected = int(np.prod(shape)) if shape else 1
+    expected = math.prod(shape)
     if flat.size != expected:
         raise InvalidInput(
             SHAPE, f"input '{name}' has shape {shape} ({expected} values) but {flat.size} values were sent"
@@ -114,7 +116,7 @@ def to_rows(schema: InputSchema, inputs: list[InputTensor]) -> np.ndarray:
     row), or one tensor per feature named by feature name (``[n]`` or ``[n, 1]`` each).
     """
     if not inputs:
-        raise InvalidInput(BAD_JSON, f"the request has no inputs; send '{schema.input_name}' {_layout(schema)}")
+        raise InvalidInput(BAD_REQUEST, f"the request has no inputs; send '{schema.input_name}' {_layout(schema)}")
     if len(inputs) == 1 and inputs[0].name == schema.input_name:
         return schema.validate(_as_float32(inputs[0]))
     return schema.validate(_columns(schema, inputs))
@@ -159,11 +161,6 @@ def _layout(schema: InputSchema) -> str:
     return f"[n, {schema.n_features}] ({schema.describe_count()})"
 
 
-def check_feature_count(schema: InputSchema, n: int) -> None:
-    if n != schema.n_features:
-        raise InvalidInput(FEATURE_COUNT, f"expected {schema.describe_count()} per row, got {n}")
-
-
 def select_outputs(available: dict[str, dict[str, Any]], requested: list[RequestedOutput] | None,
                    binary_default: bool) -> list[RequestedOutput]:
     """The outputs to return: the requested ones (each must exist) or all of them."""
@@ -178,7 +175,7 @@ def select_outputs(available: dict[str, dict[str, Any]], requested: list[Request
 def output_datatype(arr: np.ndarray) -> str:
     if arr.dtype.kind in "OSU":
         return "BYTES"
-    return DATATYPE_OF[arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype]
+    return DATATYPE_OF[arr.dtype.newbyteorder("<")]
 
 
 def output_bytes(arr: np.ndarray) -> bytes:
