@@ -37,9 +37,9 @@ class Endpoint:
 @dataclass(frozen=True)
 class Variant:
     name: str
-    endpoints: tuple[Endpoint, ...]
-    weight: int = 0  # percent of the weighted split
     version: str | None = None  # the `version` metric label
+    weight: int = 0  # percent of the weighted split
+    endpoints: tuple[Endpoint, ...] = ()
 
     @property
     def version_label(self) -> str:
@@ -51,9 +51,9 @@ class Rule:
     """Requests whose ``header`` equals ``exact`` (or matches ``regex``) go to ``variant``."""
 
     header: str  # lower case: HTTP header names are case-insensitive, gRPC metadata keys lower case
-    variant: str
     exact: str | None = None
     regex: str | None = None
+    variant: str = ""
 
 
 @dataclass(frozen=True)

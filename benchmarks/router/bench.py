@@ -1,0 +1,309 @@
+"""`ondeck route` vs direct vs nginx `split_clients`, same `ondeck serve` upstreams, same wrk load, one run.
+
+Targets, each measured twice with wrk per round: a throughput run (``--connections`` keep-alive
+connections, ``--seconds`` long) and a latency run (one connection: the p50 there is the per-request
+cost with no queueing in it). Rounds interleave the targets and the table shows medians, because the
+machine is shared and a neighbour's burst would otherwise land on one target only.
+
+  direct        wrk -> ondeck serve churn/v1
+  route 90/10   wrk -> ondeck route -> churn/v1 (90%) | churn/v2 (10%); once as one process, once with --workers 2
+  route shadow  the same, plus 10% of requests mirrored to a third server (churn/v2) and compared
+  nginx 90/10   wrk -> nginx (Debian), split_clients 90/10 over keep-alive upstream pools
+
+Prints a table with ratios and rewrites the results section of benchmarks/router/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+README = Path(__file__).with_name("README.md")
+ONDECK = [sys.executable, "-m", "ondeck.cli"]
+ROW = [12.0, 70.0, 900.0, 1.0, 2.0, 1.0, 30.0, 1.0, 40.0, 20.0, 10.0, 5.0, 1.0, 2.0, 3.0, 1.0, 20.0, 2.0, 30.0, 0.0]
+INFER = "/v2/models/churn/infer"
+WRK_SCRIPT = """
+local f = assert(io.open(os.getenv("WRK_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+function done(summary, latency, requests)
+  io.write(string.format('RESULT {"requests": %d, "seconds": %f, "errors": %d, "p50_us": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration / 1e6,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+NGINX_CONF = """
+worker_processes auto;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  upstream stable {{ server {stable}; keepalive 64; }}
+  upstream canary {{ server {canary}; keepalive 64; }}
+  split_clients "${{request_id}}" $variant {{ 90% stable; * canary; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://$variant;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      add_header x-ondeck-variant $variant;
+    }}
+  }}
+}}
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    sys.exit(f"{what} not ready after {timeout}s")
+
+
+def ensure_tools() -> None:
+    missing = [t for t in ("wrk", "nginx") if not (shutil.which(t) or Path(f"/usr/sbin/{t}").exists())]
+    if missing:
+        print(f"installing {' '.join(missing)} from Debian ...", file=sys.stderr)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "nginx-light", "wrk"], check=True, env=env)
+
+
+def wrk(port: int, connections: int, seconds: float, work: Path) -> dict:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(work / "post.lua"),
+                          f"http://127.0.0.1:{port}{INFER}"], capture_output=True, text=True, check=True,
+                         env={**os.environ, "WRK_BODY": str(work / "body.json")}, timeout=seconds + 60)
+    line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
+    r = json.loads(line[len("RESULT "):])
+    r["rps"] = r["requests"] / r["seconds"]
+    return r
+
+
+def median(results) -> dict:
+    """Per-field median of several wrk results (errors summed)."""
+    results = list(results)
+    out = {k: statistics.median(r[k] for r in results) for k in results[0]}
+    out["errors"] = sum(r["errors"] for r in results)
+    return out
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5, help="length of each throughput run (default 5)")
+    ap.add_argument("--latency-seconds", type=float, default=3, help="length of each one-connection run (default 3)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the table shows medians (default 5)")
+    ap.add_argument("--connections", type=int, default=32, help="connections of the throughput runs (default 32)")
+    ap.add_argument("--examples", help="built example packages (default: $ONDECK_EXAMPLES, else built now)")
+    ap.add_argument("--no-readme", action="store_true", help="print only; leave README.md alone")
+    args = ap.parse_args()
+    ensure_tools()
+
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="ondeck-router-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            return run(args, tmp, procs)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) of a process and its children threads/processes, e.g. nginx's workers."""
+    if pid is None:
+        return 0.0
+    pids = [pid]
+    try:
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        ticks = sum(sum(int(x) for x in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[11:13]) for p in pids)
+    except OSError:
+        return 0.0
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def start(procs: list, argv: list[str], log: Path, ready_url: str, what: str) -> subprocess.Popen:
+    p = subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=REPO)
+    procs.append(p)
+    wait_ready(ready_url, p, what)
+    return p
+
+
+def run(args, tmp: Path, procs: list) -> int:
+    examples = Path(args.examples or os.environ.get("ONDECK_EXAMPLES") or tmp / "examples")
+    if not (examples / "churn" / "v1" / "ondeck.json").is_file():
+        print(f"building the example packages into {examples} ...", file=sys.stderr)
+        from ondeck.package.examples import build_examples
+
+        build_examples(examples, log=lambda msg: None)
+    (tmp / "post.lua").write_text(WRK_SCRIPT)
+    (tmp / "body.json").write_text(json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 20], "data": ROW}]}))
+
+    servers = {}
+    for name, package in (("stable", "churn/v1"), ("canary", "churn/v2"), ("candidate", "churn/v2")):
+        http, grpc = free_port(), free_port()
+        start(procs, ONDECK + ["serve", str(examples / package), "--host", "127.0.0.1", "--http-port", str(http),
+                               "--grpc-port", str(grpc), "--variant", name],
+              tmp / f"serve-{name}.log", f"http://127.0.0.1:{http}/v2/health/ready", f"ondeck serve {package}")
+        servers[name] = f"127.0.0.1:{http}"
+
+    def variant(name: str, version: str, weight: int) -> dict:
+        return {"name": name, "version": version, "weight": weight, "endpoints": [{"http": servers[name]}]}
+
+    split = [variant("stable", "v1", 90), variant("canary", "v2", 10)]
+    routers = {}
+    for key, cfg, workers in (("route", {"model": "churn", "variants": split}, 1),
+                              ("route2", {"model": "churn", "variants": split}, 2),
+                              ("shadow", {"model": "churn", "variants": split + [variant("candidate", "v2", 0)],
+                                          "shadow": {"variant": "candidate", "fraction": 0.1}}, 1)):
+        import yaml
+
+        (tmp / f"{key}.yaml").write_text(yaml.safe_dump(cfg))
+        port = free_port()
+        p = start(procs, ONDECK + ["route", "--config", str(tmp / f"{key}.yaml"), "--host", "127.0.0.1",
+                                   "--http-port", str(port), "--workers", str(workers)],
+                  tmp / f"route-{key}.log", f"http://127.0.0.1:{port}/healthz", "ondeck route")
+        routers[key] = (port, p.pid)
+
+    nginx_port = free_port()
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (tmp / d).mkdir()
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, stable=servers["stable"], canary=servers["canary"],
+                                                      port=nginx_port))
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    nginx_pid = start(procs, [nginx, "-c", str(tmp / "nginx.conf"), "-p", str(tmp), "-g", "daemon off;"],
+                      tmp / "nginx.log", f"http://127.0.0.1:{nginx_port}/v2/health/ready", "nginx").pid
+
+    # (name, port, pid of the proxy whose CPU time per request is measured)
+    targets = [("direct", int(servers["stable"].rsplit(":", 1)[1]), None), ("route 90/10", *routers["route"]),
+               ("route 90/10, --workers 2", *routers["route2"]), ("route 90/10 + 10% shadow", *routers["shadow"]),
+               ("nginx split_clients 90/10", nginx_port, nginx_pid)]
+    for _, port, _ in targets:  # warm-up: connections, pools, caches
+        wrk(port, args.connections, 2, tmp)
+    runs: dict[str, list[tuple[dict, dict]]] = {name: [] for name, _, _ in targets}
+    for round_ in range(args.rounds):  # interleaved, so a neighbour's burst of CPU hits every target alike
+        for name, port, pid in targets:
+            cpu = cpu_seconds(pid)
+            throughput = wrk(port, args.connections, args.seconds, tmp)
+            throughput["proxy_cpu_us"] = (cpu_seconds(pid) - cpu) / throughput["requests"] * 1e6
+            runs[name].append((throughput, wrk(port, 1, args.latency_seconds, tmp)))
+            t, l = runs[name][-1]
+            print(f"round {round_ + 1}: {name:28s} {t['rps']:9.0f} rps  p50 {l['p50_us']} us (1 conn)", file=sys.stderr)
+    results = {name: (median(r[0] for r in rs), median(r[1] for r in rs)) for name, rs in runs.items()}
+    for name, rs in runs.items():  # the least disturbed round: what the target does when neighbours are quiet
+        results[name][0]["best_rps"] = max(r[0]["rps"] for r in rs)
+
+    canary_share = (metric(routers["route"][0], "ondeck_router_requests_total", variant="canary")
+                    / max(1.0, metric(routers["route"][0], "ondeck_router_requests_total")))
+    shadow_outcomes = {o: metric(routers["shadow"][0], "ondeck_shadow_requests_total", outcome=o)
+                       for o in ("compared", "dropped", "error", "timeout")}
+    report = render(args, results, canary_share, shadow_outcomes)
+    print(report)
+    if not args.no_readme:
+        write_readme(report)
+    return 0
+
+
+def render(args, results: dict, canary_share: float, shadow: dict) -> str:
+    direct_t, direct_l = results["direct"]
+    route_t, route_l = results["route 90/10"]
+    shadow_t, _ = results["route 90/10 + 10% shadow"]
+    nginx_t, nginx_l = results["nginx split_clients 90/10"]
+    lines = [
+        f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores "
+        f"({platform.machine()}), Python {platform.python_version()}; medians of {args.rounds} interleaved rounds of "
+        f"wrk -t1 -c{args.connections} for {args.seconds:g} s (throughput) and -c1 for {args.latency_seconds:g} s "
+        f"(latency); V2 JSON body with one churn row.",
+        "",
+        f"| target | rps (c{args.connections}), median | vs direct | best round | best vs best direct | p50 c{args.connections} | "
+        f"p99 c{args.connections} | p50 c1 | proxy CPU per request | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, (t, l) in results.items():
+        cpu = f"{t['proxy_cpu_us']:.0f} us" if name != "direct" else "-"
+        lines.append(f"| {name} | {t['rps']:.0f} | {t['rps'] / direct_t['rps']:.2f}x | {t['best_rps']:.0f} | "
+                     f"{t['best_rps'] / direct_t['best_rps']:.2f}x | {t['p50_us'] / 1000:.2f} ms | {t['p99_us'] / 1000:.2f} ms | "
+                     f"{l['p50_us'] / 1000:.3f} ms | {cpu} | {t['errors'] + l['errors']} |")
+    overhead_ms = (route_l["p50_us"] - direct_l["p50_us"]) / 1000
+    shadow_cost = 1 - shadow_t["rps"] / route_t["rps"]
+    best_shadow_cost = 1 - shadow_t["best_rps"] / route_t["best_rps"]
+
+    def both(a: dict, b: dict) -> tuple[str, float, float]:
+        median_ratio, best_ratio = a["rps"] / b["rps"], a["best_rps"] / b["best_rps"]
+        return f"{median_ratio:.2f} (best rounds: {best_ratio:.2f})", median_ratio, best_ratio
+
+    vs_direct, vs_nginx = both(route_t, direct_t), both(route_t, nginx_t)
+    goals = [
+        ("p50 overhead of the router (c1, route - direct)", f"{overhead_ms:.3f} ms", "<= 1 ms", overhead_ms <= 1),
+        ("router rps / direct rps", vs_direct[0], ">= 0.8", vs_direct[1] >= 0.8),
+        ("router rps / nginx rps", vs_nginx[0], ">= 0.8", vs_nginx[1] >= 0.8),
+        ("rps the 10% shadow costs the client", f"{shadow_cost * 100:.1f}% (best rounds: {best_shadow_cost * 100:.1f}%)",
+         "<= 5%", shadow_cost <= 0.05),
+    ]
+    lines += ["", "Goals, for the one-process router (the default):", "",
+              "| goal | measured | target | met |", "|---|---|---|---|"]
+    lines += [f"| {g} | {m} | {t} | {'yes' if ok else 'NO'} |" for g, m, t, ok in goals]
+    lines += ["", f"Canary share through the router: {canary_share * 100:.2f}% of all requests. Shadow outcomes: "
+              + ", ".join(f"{k} {v:.0f}" for k, v in shadow.items()) + f". Load average at the end: "
+              + " ".join(f"{x:.1f}" for x in os.getloadavg()) + "."]
+    return "\n".join(lines)
+
+
+def write_readme(report: str) -> None:
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    text = README.read_text() if README.exists() else f"# Router benchmark\n\n{start}\n{end}\n"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    README.write_text(f"{head}{start}\n{report}\n{end}{tail}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Paired comparison of a primary and a shadow answer to the same request.
+
+Pure: response bodies in, per-request agreement and score difference out. It reads the outputs every
+ondeck package serves (``label`` and ``probabilities`` for classifiers, ``predictions`` for
+regressors) from V2 JSON, V2 gRPC and V1 JSON answers.
+
+One request is one pair, whatever its row count: the classes agree when every row's class is the
+same, and the difference is the mean over rows of |primary score - shadow score|. A classifier's
+score is the positive-class probability when there are two classes, else the top probability; a
+regressor's score is its prediction.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import orjson
+
+
+class CompareError(ValueError):
+    """An answer without outputs we can read, or two answers that do not line up."""
+
+
+@dataclass(frozen=True)
+class Predictions:
+    classes: tuple | None  # one class per row (classifiers)
+    scores: tuple[float, ...] | None  # one score per row
+    request_id: str | None = None  # the answer's ``id``: V2 answers echo the request's
+
+    @property
+    def rows(self) -> int:
+        return len(self.classes if self.classes is not None else self.scores or ())
+
+
+@dataclass(frozen=True)
+class Pair:
+    agree: bool | None  # None when neither side predicts classes (regressors)
+    abs_diff: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"agree": self.agree, "abs_diff": self.abs_diff}
+
+
+def compare(primary: Predictions, shadow: Predictions) -> Pair:
+    if primary.rows != shadow.rows or primary.rows == 0:
+        raise CompareError(f"primary answered {primary.rows} rows, shadow {shadow.rows}")
+    agree = None
+    if primary.classes is not None and shadow.classes is not None:
+        agree = all(a == b for a, b in zip(primary.classes, shadow.classes))
+    abs_diff = None
+    if primary.scores is not None and shadow.scores is not None:
+        abs_diff = sum(abs(a - b) for a, b in zip(primary.scores, shadow.scores)) / primary.rows
+    if agree is None and abs_diff is None:
+        raise CompareError("the answers have no outputs in common to compare")
+    return Pair(agree=agree, abs_diff=abs_diff)
+
+
+def from_json(body: bytes) -> Predictions:
+    """Predictions from a V2 (``outputs``) or V1 (``predictions``) JSON answer."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise CompareError(f"answer is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CompareError("answer is not a JSON object")
+    if isinstance(doc.get("outputs"), list):
+        tensors = {o.get("name"): (o.get("shape") or [], o.get("data") or []) for o in doc["outputs"] if isinstance(o, dict)}
+        request_id = doc.get("id") if isinstance(doc.get("id"), str) and doc.get("id") else None
+        return _from_tensors(tensors, request_id)
+    if isinstance(doc.get("predictions"), list):
+        return _from_v1(doc["predictions"])
+    raise CompareError("answer has neither 'outputs' nor 'predictions'")
+
+
+def from_grpc(response: Any) -> Predictions:
+    """Predictions from a ``ModelInferResponse`` (typed contents or raw_output_contents)."""
+    tensors = {}
+    raw = list(response.raw_output_contents)
+    for i, out in enumerate(response.outputs):
+        data = _raw_values(out.datatype, raw[i]) if i < len(raw) else _typed_values(out.contents)
+        tensors[out.name] = (list(out.shape), data)
+    return _from_tensors(tensors, response.id or None)
+
+
+def _from_tensors(tensors: dict[str, tuple[Sequence[int], Sequence[Any]]], request_id: str | None = None) -> Predictions:
+    classes = scores = None
+    if "label" in tensors:
+        classes = tuple(_plain(v) for v in tensors["label"][1])
+    if "probabilities" in tensors:
+        shape, data = tensors["probabilities"]
+        k = int(shape[-1]) if len(shape) >= 2 and shape[-1] > 0 else 1
+        rows = [data[i:i + k] for i in range(0, len(data), k)]
+        scores = tuple(float(r[1]) if k == 2 else float(max(r)) for r in rows)
+        if classes is None:
+            classes = tuple(max(range(k), key=r.__getitem__) for r in rows)
+    elif "predictions" in tensors:
+        scores = tuple(float(v) for v in tensors["predictions"][1])
+    if classes is None and scores is None:
+        raise CompareError(f"no 'label', 'probabilities' or 'predictions' output (got {sorted(map(str, tensors))})")
+    return Predictions(classes=classes, scores=scores, request_id=request_id)
+
+
+def _from_v1(predictions: list[Any]) -> Predictions:
+    if predictions and all(isinstance(p, list) for p in predictions):  # probability rows
+        return _from_tensors({"probabilities": ([len(predictions), len(predictions[0])], [x for p in predictions for x in p])})
+    if all(isinstance(p, float) for p in predictions):  # a regressor's values
+        return Predictions(classes=None, scores=tuple(predictions))
+    return Predictions(classes=tuple(predictions), scores=None)  # class labels
+
+
+def _plain(v: Any) -> Any:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+_STRUCT = {"INT64": "q", "INT32": "i", "INT16": "h", "INT8": "b", "UINT64": "Q", "UINT32": "I", "UINT16": "H",
+           "UINT8": "B", "FP64": "d", "FP32": "f", "BOOL": "?"}
+
+
+def _raw_values(datatype: str, raw: bytes) -> list[Any]:
+    if datatype == "BYTES":  # 4-byte little-endian length, then the bytes, repeated
+        out, i = [], 0
+        while i + 4 <= len(raw):
+            (n,) = struct.unpack_from("<I", raw, i)
+            out.append(raw[i + 4:i + 4 + n])
+            i += 4 + n
+        return out
+    code = _STRUCT.get(datatype)
+    if code is None:
+        raise CompareError(f"cannot read raw {datatype} output")
+    return list(struct.unpack(f"<{len(raw) // struct.calcsize(code)}{code}", raw))
+
+
+def _typed_values(contents: Any) -> list[Any]:
+    for name in ("int64_contents", "int_contents", "uint64_contents", "uint_contents", "fp32_contents",
+                 "fp64_contents", "bool_contents", "bytes_contents"):
+        values = getattr(contents, name)
+        if len(values):
+            return list(values)
+    return []

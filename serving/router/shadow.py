@@ -1,0 +1,154 @@
+"""Shadow traffic: mirror a fraction of answered requests to the shadow variant, compare, log the pairs.
+
+Everything here happens after the client has its answer. The queue is bounded and a full queue
+drops (counted), each mirrored request has the shadow's own timeout, and a shadow variant that is
+down is found out by the same passive health as any other, so a slow or dead shadow costs the
+client nothing but the queue push.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from ondeck.serving.router.compare import CompareError, Predictions, compare
+from ondeck.serving.router.forward import Exchange, Routes
+from ondeck.serving.router.metrics import RouterMetrics
+from ondeck.serving.router.upstream import Done, Endpoint, UpstreamError
+
+
+class MirrorJob(Protocol):
+    """One answered request to replay on the shadow; made by the front-end that served it."""
+
+    protocol: str  # "http" or "grpc"
+    request_id: str | None  # the client's x-request-id, if it sent one
+
+    def send(self, endpoint: Endpoint, timeout: float, connect_timeout: float, done: Done) -> None:
+        """Start the request on ``endpoint``; ``done(answer, error)`` gets the outcome."""
+
+    def primary(self) -> Predictions: ...
+
+    def shadow(self, answer: Any) -> Predictions: ...
+
+
+class PairLog:
+    """JSON lines of compared pairs, buffered in memory and written by a background flush.
+
+    Bounded twice: at most ``max_pending`` lines wait for a flush (more are dropped), and the file
+    rotates to ``FILE.1`` when it passes ``max_bytes``.
+    """
+
+    def __init__(self, path: str | os.PathLike, max_bytes: int = 100 * 1024 * 1024, max_pending: int = 10_000):
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.max_pending = max_pending
+        self._pending: list[bytes] = []
+        self.dropped = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        if len(self._pending) >= self.max_pending:
+            self.dropped += 1
+            return
+        self._pending.append(orjson.dumps(record) + b"\n")
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        lines, self._pending = self._pending, []
+        try:
+            if self.path.exists() and self.path.stat().st_size >= self.max_bytes:
+                os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+            # One O_APPEND write per flush: with --workers N, several processes append whole lines.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, b"".join(lines))
+            finally:
+                os.close(fd)
+        except OSError:
+            self.dropped += len(lines)  # a full disk must not take the router down
+
+
+class ShadowMirror:
+    """Runs at most ``concurrency`` mirrored requests at once; up to ``queue_size`` more wait; the rest drop.
+
+    Callback-driven like the REST path (no worker tasks, no queue futures): a mirrored request
+    costs the router its upstream I/O and the comparison, little else.
+    """
+
+    def __init__(self, metrics: RouterMetrics, pair_log: PairLog | None = None):
+        self.metrics = metrics
+        self.pair_log = pair_log
+        self._waiting: deque[tuple[Routes, str, MirrorJob]] = deque()
+        self._active = 0
+
+    def offer(self, routes: Routes, primary: str, job: MirrorJob) -> None:
+        """Mirror ``job`` soon, or queue it, or drop it (counted); never blocks, never raises."""
+        shadow = routes.config.shadow
+        if self._active < shadow.concurrency:
+            self._active += 1
+            # Started from the loop rather than here: the client's connection moves on first.
+            asyncio.get_running_loop().call_soon(self._start, routes, primary, job)
+        elif len(self._waiting) < shadow.queue_size:
+            self._waiting.append((routes, primary, job))
+        else:
+            self.metrics.shadow(primary, shadow.variant, "dropped")
+
+    def _start(self, routes: Routes, primary: str, job: MirrorJob) -> None:
+        shadow, timeouts = routes.config.shadow, routes.config.timeouts
+
+        def send(endpoint: Endpoint, done: Done) -> None:
+            job.send(endpoint, shadow.timeout_seconds, timeouts.connect_seconds, done)
+
+        def finish(_variant, answer: Any, error: Exception | None) -> None:
+            try:
+                self._record(routes, primary, job, answer, error)
+            except Exception:  # noqa: BLE001 - a bad answer must not stop the shadow
+                self.metrics.shadow(primary, shadow.variant, "error")
+            if self._waiting:
+                # This slot goes on with the next waiting job, from the loop: a shadow that fails
+                # fast must not recurse once per waiting job.
+                asyncio.get_running_loop().call_soon(self._start, *self._waiting.popleft())
+            else:
+                self._active -= 1
+
+        try:
+            Exchange(routes, shadow.variant, job.protocol, send, finish, self.metrics, fallback=False).start()
+        except Exception as exc:  # noqa: BLE001 - e.g. the shadow variant vanished in a reload
+            finish(None, None, exc)
+
+    def _record(self, routes: Routes, primary: str, job: MirrorJob, answer: Any, error: Exception | None) -> None:
+        shadow = routes.config.shadow.variant
+        if error is not None:
+            timeout = isinstance(error, UpstreamError) and error.kind == "timeout"
+            self.metrics.shadow(primary, shadow, "timeout" if timeout else "error")
+            return
+        try:
+            primary_out, shadow_out = job.primary(), job.shadow(answer)
+            pair = compare(primary_out, shadow_out)
+        except CompareError:
+            self.metrics.shadow(primary, shadow, "error")
+            return
+        self.metrics.compared(primary, shadow, pair.agree, pair.abs_diff)
+        if self.pair_log is not None:
+            self.pair_log.write({
+                "time": time.time(), "request_id": job.request_id or primary_out.request_id or uuid.uuid4().hex,
+                "model": routes.config.model, "protocol": job.protocol, "primary": primary, "shadow": shadow,
+                "primary_output": _output(primary_out), "shadow_output": _output(shadow_out), **pair.to_dict(),
+            })
+
+    def close(self) -> None:
+        """Forget waiting jobs and write the pairs logged so far."""
+        self._waiting.clear()
+        if self.pair_log is not None:
+            self.pair_log.flush()
+
+
+def _output(p: Predictions) -> dict[str, Any]:
+    return {"classes": list(p.classes) if p.classes is not None else None,
+            "scores": list(p.scores) if p.scores is not None else None}

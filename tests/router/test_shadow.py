@@ -1,0 +1,86 @@
+"""Shadow traffic: the client never waits for the shadow, and the paired comparison is exported and logged."""
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+from ondeck.serving.protocol import grpc_predict_v2_pb2 as pb
+from ondeck.serving.protocol import grpc_predict_v2_pb2_grpc as pbg
+
+from tests.helpers import free_port, wait_for
+from tests.router.conftest import CHURN_ROW, config, infer_body, load, metric, request, variants
+
+SHADOW_SLEEP = 2.0
+
+
+@pytest.mark.parametrize("shadow_kind", ["sleeping", "down"])
+def test_a_slow_or_dead_shadow_costs_the_client_nothing(procs, servers, shadow_kind):
+    if shadow_kind == "sleeping":
+        endpoint = procs.fake("candidate", sleep=SHADOW_SLEEP).endpoint()
+    else:
+        endpoint = {"http": f"127.0.0.1:{free_port()}", "grpc": f"127.0.0.1:{free_port()}"}
+    vs = variants(servers, stable=100, canary=0) + [{"name": "candidate", "weight": 0, "endpoints": [endpoint]}]
+    router = procs.router(config(vs, shadow={"variant": "candidate", "fraction": 1.0, "timeout_seconds": 0.5,
+                                             "queue_size": 4, "concurrency": 2}))
+    _, _, direct = request(servers["stable"][0].http, "POST", "/v2/models/churn/infer", infer_body())
+    outcomes = load(router.http, total=300, clients=4)
+
+    assert all(o.status == 200 for o in outcomes)
+    assert all(json.loads(o.body)["outputs"] == json.loads(direct)["outputs"] for o in outcomes)
+    # every answer came back long before a mirrored request could have: none waited for the shadow
+    assert max(o.seconds for o in outcomes) < SHADOW_SLEEP / 2
+    m = dict(model="churn", primary="stable", shadow="candidate")
+    wait_for(lambda: metric(router.http, "ondeck_shadow_requests_total", **m) == 300, timeout=15,
+             what="every mirrored request accounted for")
+    count = {o: metric(router.http, "ondeck_shadow_requests_total", outcome=o, **m) for o in ("compared", "dropped", "timeout", "error")}
+    assert count["compared"] == 0
+    # a timeout or a refused connection is counted; after a few, the shadow is ejected and fails fast (error)
+    assert count["timeout" if shadow_kind == "sleeping" else "error"] > 0
+    if shadow_kind == "sleeping":
+        assert count["dropped"] > 0  # 2 workers waiting 0.5 s each cannot keep up: the bounded queue overflowed
+
+def test_paired_comparison_metrics_and_pair_log(procs, servers, tmp_path):
+    vs = variants(servers, stable=100, canary=0)
+    vs[1]["name"], vs[1]["version"] = "candidate", "v2"
+    pair_log = tmp_path / "pairs.jsonl"
+    router = procs.router(config(vs, shadow={"variant": "candidate", "fraction": 0.5}), "--pair-log", str(pair_log))
+
+    def answer(server) -> tuple[int, float]:
+        out = {o["name"]: o["data"] for o in json.loads(request(server.http, "POST", "/v2/models/churn/infer", infer_body())[2])["outputs"]}
+        return out["label"][0], out["probabilities"][1]
+
+    (label1, p1), (label2, p2) = answer(servers["stable"][0]), answer(servers["canary"][0])
+    for i in range(200):
+        status, headers, _ = request(router.http, "POST", "/v2/models/churn/infer", infer_body(request_id=f"req-{i}"))
+        assert status == 200 and headers["x-ondeck-variant"] == "stable"
+
+    m = dict(model="churn", primary="stable", shadow="candidate")
+    wait_for(lambda: metric(router.http, "ondeck_shadow_requests_total", outcome="compared", **m) == 100, timeout=15,
+             what="100 compared pairs")
+    assert metric(router.http, "ondeck_shadow_agreement_total", **m) == (100 if label1 == label2 else 0)
+    assert metric(router.http, "ondeck_shadow_abs_diff_count", **m) == 100
+    assert metric(router.http, "ondeck_shadow_abs_diff_sum", **m) == pytest.approx(100 * abs(p1 - p2), abs=1e-4)
+
+    def pairs():
+        return [json.loads(line) for line in pair_log.read_text().splitlines()] if pair_log.exists() else []
+
+    wait_for(lambda: len(pairs()) == 100, timeout=10, what="100 logged pairs")
+    logged = pairs()
+    assert {p["request_id"] for p in logged} == {f"req-{i}" for i in range(1, 200, 2)}  # every 2nd: fraction 0.5
+    assert all(p["primary"] == "stable" and p["shadow"] == "candidate" and p["agree"] == (label1 == label2)
+               and p["abs_diff"] == pytest.approx(abs(p1 - p2), abs=1e-6) for p in logged)
+
+    # gRPC ModelInfer calls are mirrored and compared the same way; the id comes from the metadata
+    request_msg = pb.ModelInferRequest(model_name="churn", inputs=[pb.ModelInferRequest.InferInputTensor(
+        name="input", datatype="FP32", shape=[1, len(CHURN_ROW)], contents=pb.InferTensorContents(fp32_contents=CHURN_ROW))])
+    with grpc.insecure_channel(router.grpc_address) as channel:
+        stub = pbg.GRPCInferenceServiceStub(channel)
+        for i in range(20):
+            stub.ModelInfer(request_msg, metadata=(("x-request-id", f"grpc-{i}"),), timeout=10)
+    wait_for(lambda: len(pairs()) == 110, timeout=10, what="10 more logged pairs")
+    grpc_pairs = [p for p in pairs() if p["protocol"] == "grpc"]
+    assert {p["request_id"] for p in grpc_pairs} == {f"grpc-{i}" for i in range(1, 20, 2)}
+    assert all(p["abs_diff"] == pytest.approx(abs(p1 - p2), abs=1e-6) for p in grpc_pairs)
+    assert metric(router.http, "ondeck_shadow_requests_total", outcome="compared", **m) == 110
