@@ -104,11 +104,12 @@ def tick(
             verdict = _run_analysis(state, step, now, measure, interval_for(step), actions)
             if verdict is None:
                 return state, actions  # waiting for the next measurement
+            reason = state["analysis"]["last"]["reason"]
             if verdict == FAILED:
-                return _abort(state, state["message"], actions)
+                return _abort(state, f"analysis: {reason}", actions)
             if verdict == INCONCLUSIVE and not promote:
                 # Argo Rollouts pauses on an inconclusive run: never promote on missing evidence.
-                return _wait(state, PAUSED, f"step {index}: analysis inconclusive, paused: {state['message']}"), actions
+                return _wait(state, PAUSED, f"step {index}: analysis inconclusive, paused: {reason}"), actions
             promote = False
             _next_step(state, now, "analysis passed")
         else:

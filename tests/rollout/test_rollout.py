@@ -92,6 +92,7 @@ def test_inconclusive_analysis_pauses_never_promotes():
         s, a = run(s, t, measure=m)
         assert s["phase"] == r.PAUSED and s["canaryWeight"] == 10
     assert len(m.calls) == 1  # a concluded run is not measured again
+    assert s["message"] == "step 2: analysis inconclusive, paused: measured pause"  # not growing per tick
     # a person may still bless it past the inconclusive analysis
     s, a = run(s, 10_001, measure=m, promote=True)
     assert s["stepIndex"] == 4 and s["canaryWeight"] == 50
