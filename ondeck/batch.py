@@ -59,7 +59,7 @@ def score_file(
     if output_path.suffix != ".parquet":
         raise UserError(f"output must be a .parquet file, got {output_path}")
     features = list(model.schema.features)
-    chunks, total = _open_chunks(input_path, features, list(passthrough), chunk_rows)
+    chunks, total = open_chunks(input_path, features, list(passthrough), chunk_rows)
 
     out_schema = _output_schema(model, passthrough)
     summary = BatchSummary()
@@ -71,7 +71,7 @@ def score_file(
     try:
         for table in chunks:
             n = table.num_rows
-            x = _features_array(table, features)
+            x = features_array(table, features)
             valid, reasons = model.schema.row_problems(x)
             rows = np.arange(summary.rows, summary.rows + n, dtype=np.int64)
             if reasons:
@@ -96,7 +96,7 @@ def score_file(
     return summary
 
 
-def _open_chunks(path: Path, features: list[str], passthrough: list[str], chunk_rows: int):
+def open_chunks(path: Path, features: list[str], passthrough: list[str], chunk_rows: int):
     """An iterator of Arrow tables with the wanted columns, and the total row count if known."""
     import pyarrow as pa
 
@@ -161,7 +161,7 @@ def _check_columns(path: Path, names: list[str], features: list[str], passthroug
         raise UserError(f"{path.name} has no column {', '.join(unknown)} to pass through")
 
 
-def _features_array(table, features: list[str]) -> np.ndarray:
+def features_array(table, features: list[str]) -> np.ndarray:
     """float64 ``[n, features]`` with NaN where a value is missing or not a number."""
     import pyarrow as pa
     import pyarrow.compute as pc
