@@ -143,7 +143,10 @@ async def _worker(config: ServeConfig, index: int, models, shapes, layout, count
     plane = DataPlane(served, stats_class(values, layout.unknown), counters, config.variant, log)
     reuse = config.workers > 1
     rest = RestApp(plane, config.max_body_bytes, config.metrics)
-    http_server = await rest.start(config.host, config.http_port, reuse)
+    try:
+        http_server = await rest.start(config.host, config.http_port, reuse)
+    except OSError as exc:  # port taken, address not local: the user's to fix, in one line
+        raise UserError(f"cannot listen for HTTP on {config.host}:{config.http_port}: {exc.strerror or exc}") from None
     loop = asyncio.get_running_loop()
     grpc_server, grpc_port = grpc_front.start(plane, loop, config.host, config.grpc_port, threads=config.grpc_threads,
                                               max_message_bytes=config.max_body_bytes, reuse_port=reuse)

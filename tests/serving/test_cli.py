@@ -34,3 +34,18 @@ def test_a_package_without_its_reference_profile(examples_dir, tmp_path):
     (broken / "reference.json").unlink()
     proc = subprocess.run([sys.executable, "-m", "ondeck.cli", "serve", str(broken)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "reference.json is missing" in proc.stderr, proc.stderr
+
+
+def test_a_port_already_taken(examples_dir):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "ondeck.cli", "serve", str(examples_dir / "churn" / "v1"),
+                               "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", "0"],
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot listen for HTTP on 127.0.0.1:{port}" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
