@@ -117,6 +117,22 @@ def tick(
     raise AssertionError("unreachable: every step either finishes or waits")
 
 
+def answer(command: str, steps: list[dict[str, Any]], before: dict[str, Any], after: dict[str, Any],
+           *, aborting: bool) -> tuple[bool, str]:
+    """What a person's ``promote`` or ``abort`` did, given the state before and after the tick that
+    took it: ``(applied, message)``. ``aborting``: an abort was taken in the same tick."""
+    if before["phase"] not in (PROGRESSING, PAUSED):
+        return False, f"the rollout already finished ({before['phase']}): nothing to {command}"
+    if command == "abort":
+        return True, after["message"]
+    if aborting:
+        return False, "an abort came with it"
+    index = before["stepIndex"]
+    if before["phase"] == PAUSED or (index < len(steps) and "pause" in steps[index]):
+        return True, f"step {index} -> {after['stepIndex']} ({after['phase']}): {after['message']}"
+    return False, f"nothing waits for a promote: step {index} is running ({after['message']})"
+
+
 def _run_analysis(state, step, now, measure, interval: float, actions) -> str | None:
     """Take a measurement when one is due; return the run's verdict once it has one."""
     run = state["analysis"]

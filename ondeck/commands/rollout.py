@@ -50,7 +50,8 @@ def _cluster(args) -> int:
             raise
         raise UserError(f"--namespace/--kubeconfig: 'ondeck {args.command}' cannot reach a cluster yet; "
                         "without them it acts on a local 'ondeck run'") from None
-    return module.run_command(args.command, args.name, namespace=args.namespace, kubeconfig=args.kubeconfig)
+    return module.run_command(args.command, args.name, namespace=args.namespace, kubeconfig=args.kubeconfig,
+                              timeout=args.timeout, as_json=getattr(args, "json", False))
 
 
 def _load(args, state_dir) -> dict:

@@ -14,37 +14,33 @@ main thread.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 from ondeck import monitor as mon
-from ondeck import rollout
+from ondeck import rollout, webhooks
+from ondeck.controller_metrics import ControllerView, Exporter, exposition
 from ondeck.decide import AccuracyPoint, CanaryWindow
 from ondeck.decide.stats import histogram_quantile
 from ondeck.errors import UserError
 from ondeck.local import processes, routing
-from ondeck.local.exporter import Exporter, exposition
 from ondeck.local.manifest import LocalDeployment
 from ondeck.local.processes import Child, ChildFailed
 from ondeck.local.scraping import Counters
 from ondeck.local.state import StateDir
-from ondeck.spec.traffic import desired_weights
+from ondeck.spec.analysis import measurement_verdict
+from ondeck.spec.traffic import desired_weights, router_config
 from ondeck.windows import drift_window, variant_stats
 
 READY_TIMEOUT = 120.0  # model loading on a busy laptop
 MAX_RESTARTS = 5  # per child; a crash loop beyond that is reported, not retried forever
-WEBHOOK_TIMEOUT = 5.0
 KEEP_DECISIONS = 1000
 KEEP_EVENTS = 50
 ACCURACY_INTERVAL = 60.0  # seconds between live-accuracy looks when drift monitoring is off
-ACTIVE = (rollout.PROGRESSING, rollout.PAUSED)
 # Rollout events that are decisions (set_weight, promote, rollback, pause) and logged as such.
 _DECISION_EVENTS = {"WeightSet", "RolloutCompleted", "RolloutAborted", "AnalysisInconclusive"}
 
@@ -259,7 +255,8 @@ class Controller:
                 for name, kids in self.children.items()}
 
     def _route(self) -> None:
-        config = routing.router_config(self.dep.md, self.state["weights"], self._endpoints(), self.dep.stable)
+        endpoints = self._endpoints()
+        config = router_config(self.dep.md, self.state["weights"], lambda variant: endpoints.get(variant, []))
         address = self.router.http_address if self.router and self.router.http else None
         routing.apply(config, self.dir.router_file, address)
 
@@ -287,7 +284,7 @@ class Controller:
         self._save()
         if self.exporter:
             staleness = self.dep.md.spec.monitoring.staleness
-            self.exporter.text = exposition(self.state, staleness.accuracy_bar if staleness else None)
+            self.exporter.text = exposition([ControllerView.of_local(self.state, staleness.accuracy_bar if staleness else None)])
 
     def _rollout(self, now: float, commands: list[dict[str, Any]]) -> None:
         r = self.state["rollout"]
@@ -295,23 +292,12 @@ class Controller:
             return  # a paused rollout waits for a person: only promote or abort moves it
         promote = any(c["command"] == "promote" for c in commands)
         abort = any(c["command"] == "abort" for c in commands)
-        before = (r["phase"], r["stepIndex"])
-        step = self.dep.steps[r["stepIndex"]] if r["stepIndex"] < len(self.dep.steps) else {}
-        blessable = r["phase"] == rollout.PAUSED or "pause" in step
+        before = r
         r, actions = rollout.tick(self.dep.steps, r, now, measure=self._measure, interval_for=self.dep.analyses.interval,
                                   promote=promote, abort=abort)
         self.state["rollout"] = r
         for cmd in commands:
-            if before[0] not in ACTIVE:
-                self._answer(cmd, False, f"the rollout already finished ({before[0]}): nothing to {cmd['command']}")
-            elif cmd["command"] == "abort":
-                self._answer(cmd, True, r["message"])
-            elif abort:
-                self._answer(cmd, False, "an abort came with it")
-            elif blessable:
-                self._answer(cmd, True, f"step {before[1]} -> {r['stepIndex']} ({r['phase']}): {r['message']}")
-            else:
-                self._answer(cmd, False, f"nothing waits for a promote: step {before[1]} is running ({r['message']})")
+            self._answer(cmd, *rollout.answer(cmd["command"], self.dep.steps, before, r, aborting=abort))
         for action in actions:
             self._apply(action, now)
 
@@ -324,7 +310,7 @@ class Controller:
             variant_stats(stable, {"model": dep.model, "variant": dep.stable}, dep.packages[dep.stable].reference),
             variant_stats(canary, {"model": dep.model, "variant": dep.canary}, dep.packages[dep.canary].reference))
         run_state, decision = dep.analyses.measure(step, run_state, window)
-        verdict = _measurement_verdict(decision.evidence)
+        verdict = measurement_verdict(decision.evidence)
         measured = self.state["counters"]["measurements"]
         measured[verdict] = measured.get(verdict, 0) + 1
         return run_state, decision
@@ -431,7 +417,7 @@ class Controller:
                 self._event(f"retrain webhook {webhook.url} took request {retrain_id}")
         pending = mon.due_retrain(self.state.get("monitor"), now)
         if pending:
-            self._delivery = (pending["id"], self._webhooks.submit(_post_json, webhook.url, pending["payload"]))
+            self._delivery = (pending["id"], self._webhooks.submit(webhooks.post, webhook.url, pending["payload"]))
 
     # --- records -------------------------------------------------------------------------------------
 
@@ -476,13 +462,6 @@ class Controller:
         self.dir.append_series(record)
 
 
-def _measurement_verdict(evidence: dict[str, Any]) -> str:
-    """One measurement's verdict over all its metrics: Failed if any failed, Successful if all passed."""
-    runs = evidence["templates"].values() if "templates" in evidence else [evidence]
-    phases = {m["measurement"] for run in runs for m in run["metrics"].values()}
-    return "Failed" if "Failed" in phases else "Successful" if phases == {"Successful"} else "Inconclusive"
-
-
 def _shares(counts: list[float] | None) -> list[float] | None:
     """Predicted-class shares (a classifier's ``class`` bins), or None without predictions."""
     total = sum(counts or ())
@@ -499,17 +478,3 @@ def _pids(state: dict[str, Any]) -> list[int]:
     for v in state.get("variants", {}).values():
         pids += [c.get("pid") for c in v.get("replicas", [])]
     return [p for p in pids if p]
-
-
-def _post_json(url: str, payload: dict[str, Any]) -> str | None:
-    """POST the retrain request; None on 2xx, else what went wrong."""
-    body = json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=body, method="POST", headers={
-        "content-type": "application/json", "x-ondeck-retrain-id": payload["id"]})
-    try:
-        with urllib.request.urlopen(req, timeout=WEBHOOK_TIMEOUT) as resp:
-            return None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
-    except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code}"
-    except OSError as exc:
-        return str(getattr(exc, "reason", exc))

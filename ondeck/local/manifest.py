@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ondeck.errors import UserError
-from ondeck.local.analysis import CanaryAnalyses
+from ondeck.spec.analysis import CanaryAnalyses
 from ondeck.monitor import MonitorSpec
 from ondeck.spec import ModelDeployment, load_manifest
 from ondeck.spec.traffic import rollout_steps, stable_variant

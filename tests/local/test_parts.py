@@ -8,11 +8,11 @@ import pytest
 from ondeck.decide import CanaryWindow, VariantStats
 from ondeck.errors import UserError
 from ondeck.local import manifest as local_manifest
-from ondeck.local.analysis import CanaryAnalyses, decide_template
-from ondeck.local.routing import router_config
 from ondeck.local.view import render
-from ondeck.spec import parse_manifest
 from ondeck.spec import model as m
+from ondeck.spec import parse_manifest
+from ondeck.spec.analysis import CanaryAnalyses, decide_template
+from ondeck.spec.traffic import router_config
 from tests.local.conftest import FAST_ANALYSIS, manifest
 
 STEPS = [{"setWeight": 10}, {"analysis": {"templates": [{"templateName": "health"}]}}]
@@ -91,10 +91,10 @@ def test_router_config_has_the_running_variants_and_the_manifests_rules(tmp_path
                              "strategy": {"abTest": {"rules": [{"header": "X-Group", "exact": "beta", "variant": "b"}],
                                                      "sticky": {"header": "x-user"}}}}})
     endpoints = {"a": [{"http": "127.0.0.1:1000"}], "b": [{"http": "127.0.0.1:2000", "grpc": "127.0.0.1:2001"}]}
-    config = router_config(md, {"a": 50, "b": 50}, endpoints, "a").to_dict()
+    config = router_config(md, {"a": 50, "b": 50}, lambda v: endpoints.get(v, [])).to_dict()
     assert [(v["name"], v["version"], v["weight"]) for v in config["variants"]] == [("a", "v1", 50), ("b", "v2", 50)]
     assert config["fallback"] == "a" and config["rules"][0]["variant"] == "b" and config["sticky"] == {"header": "x-user"}
-    alone = router_config(md, {"a": 100, "b": 0}, {"a": endpoints["a"]}, "a").to_dict()
+    alone = router_config(md, {"a": 100, "b": 0}, lambda v: endpoints["a"] if v == "a" else []).to_dict()
     assert [v["name"] for v in alone["variants"]] == ["a"] and "fallback" not in alone and alone["rules"] == []
 
 

@@ -26,10 +26,6 @@ EVERYTHING = {
 }
 NAMESPACED = {"operator": {"watchNamespaces": ["team-a", "team-b"]}}
 
-# Flags the chart passes for operator features still to come (the rollout and drift controllers,
-# the controller metrics). When the operator learns one, test_operator_accepts_the_charts_flags
-# fails until it is removed from here.
-PENDING_OPERATOR_FLAGS = {"--prometheus-url", "--analysis-templates", "--metrics-port"}
 
 
 def by_kind(objects: list[dict], kind: str) -> list[dict]:
@@ -127,15 +123,10 @@ def test_values_reach_the_operator(helm: Helm) -> None:
 
 @pytest.mark.parametrize("values", [None, EVERYTHING, NAMESPACED], ids=["defaults", "everything", "namespaced"])
 def test_operator_accepts_the_charts_flags(helm: Helm, values) -> None:
-    """`ondeck operator` parses the args the chart gives it, except the PENDING ones."""
+    """`ondeck operator` parses every arg the chart gives it."""
     args = operator_container(helm.render(values))["args"]
     _, unknown = build_parser().parse_known_args(args)
-    assert {a.split("=", 1)[0] for a in unknown} <= PENDING_OPERATOR_FLAGS
-    if values is None:
-        assert not unknown, "the default install must run on today's operator"
-    if values is EVERYTHING:
-        assert {a.split("=", 1)[0] for a in unknown} == PENDING_OPERATOR_FLAGS, (
-            "the operator accepts a pending flag now: remove it from PENDING_OPERATOR_FLAGS")
+    assert not unknown, f"the chart passes flags the operator does not know: {unknown}"
 
 
 def test_prometheusrule_is_the_alerts_file(helm: Helm) -> None:

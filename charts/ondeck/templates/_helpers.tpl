@@ -77,7 +77,7 @@ Apply = create + patch, prune = list + delete; Deployments are watched for readi
   verbs: [create, patch, list, delete]
 - apiGroups: [ondeck.io]
   resources: [modeldeployments]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 - apiGroups: [ondeck.io]
   resources: [modeldeployments/status]
   verbs: [patch]

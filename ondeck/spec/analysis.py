@@ -1,5 +1,7 @@
 """A canary step's analysis: the manifest's templates, run by :class:`ondeck.decide.CanaryAnalysis`.
 
+Shared by the operator and ``ondeck run``.
+
 The manifest speaks the CRD's words (``errorRate``, ``latencyQuantile``, ``minEffect`` ...); the
 decision code has its own (``error_rate``, ``latency``, ``maxEffect`` ...). This module is the one
 translation, plus the rule for a step that names several templates: each runs its own analysis on
@@ -75,3 +77,11 @@ class CanaryAnalyses:
             return run_state, Decision(d.action, d.reason, {"template": name, **d.evidence})
         deciding = [f"{name}: {d.reason}" for name, d in decisions.items() if d.action == action]
         return run_state, Decision(action, "; ".join(deciding), {"templates": {n: d.evidence for n, d in decisions.items()}})
+
+
+def measurement_verdict(evidence: dict[str, Any]) -> str:
+    """One measurement's verdict over all its metrics: Failed if any failed, Successful if all passed,
+    else Inconclusive (also for a measurement that could not be taken and has no metrics)."""
+    runs = evidence["templates"].values() if "templates" in evidence else [evidence]
+    phases = {m["measurement"] for run in runs for m in run.get("metrics", {}).values()}
+    return "Failed" if "Failed" in phases else "Successful" if phases == {"Successful"} else "Inconclusive"
