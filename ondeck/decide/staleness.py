@@ -6,6 +6,10 @@ interval instead of faking precision). From it: today's level, the slope, and th
 line crosses the bar. The recommendation is ``retrain`` when drift was detected, when the level is
 already below the bar with confidence, or when a significant decline reaches the bar within the
 ``horizon``; ``keep`` otherwise; ``insufficient_data`` when there is too little feedback to say.
+
+A trend is only read from a series spanning at least ``min_span`` (a day by default): the controllers
+look every few minutes, and a slope fitted to minutes of wobble, extrapolated to days, would call
+for a retrain by chance sooner or later. Below that span only the level is judged.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ class StalenessPolicy:
     alpha: float = 0.05
     min_feedback: int = 200
     min_points: int = 3
+    min_span: float = DAY
 
     def __post_init__(self) -> None:
         if not 0 < self.bar < 1 or self.horizon <= 0 or not 0 < self.alpha < 1:
@@ -90,6 +95,11 @@ def assess_staleness(series: Iterable[AccuracyPoint | dict[str, Any]], policy: S
     if level_upper < policy.bar:
         return Decision("retrain", f"accuracy {level:.3f} is below the bar {policy.bar:g} "
                                    f"(upper bound {level_upper:.3f})", evidence)
+    span = points[-1].time - points[0].time
+    if span < policy.min_span:
+        evidence["span"] = span
+        return Decision("keep", f"accuracy {level:.3f} (bar {policy.bar:g}); a trend needs {policy.min_span:g}s of "
+                                f"feedback, have {span:g}s", evidence)
     if slope_upper < 0 and eta < horizon_days:
         return Decision("retrain", f"accuracy {level:.3f} falls {-slope:.4f}/day and reaches the bar "
                                    f"{policy.bar:g} in about {eta:.1f} days (< {horizon_days:g})", evidence)

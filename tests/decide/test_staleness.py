@@ -65,3 +65,17 @@ def test_bad_points_and_policies_are_refused():
         assess_staleness([{"time": 0, "total": 1, "correct": 2}], StalenessPolicy(bar=0.8))
     with pytest.raises(ValueError, match="bar"):
         StalenessPolicy(bar=1.5)
+
+
+def test_minutes_of_wobble_are_not_read_as_a_trend():
+    # Looks every 5 s at a steady 0.88: over a minute the fitted slope, extrapolated to days, is
+    # huge either way by chance; it must never turn into a retrain.
+    rng = np.random.default_rng(7)
+    retrains = 0
+    for _ in range(200):
+        pts = [{"time": 5.0 * i, "total": 100, "correct": int(rng.binomial(100, 0.88))} for i in range(12)]
+        retrains += assess_staleness(pts, StalenessPolicy(bar=0.80)).action == "retrain"
+    assert retrains == 0
+    # the level itself is still judged on a short series
+    low = [{"time": 5.0 * i, "total": 500, "correct": 350} for i in range(12)]
+    assert assess_staleness(low, StalenessPolicy(bar=0.80)).action == "retrain"
