@@ -39,16 +39,17 @@ BAD_REQUESTS = [  # answered 400 by the server, through the router
     b'{not json',
 ] * 4
 
-# Controller series (docs/metrics.md, "Controllers"): the operator does not export them yet and
-# this stack runs no controller (`ondeck run --metrics-port` is being built on the same names), so
-# the stand-in exporter below serves them and the panels that read them are checked against
-# Prometheus like the rest. Replace it with a real controller process once one exports them all.
-PENDING_CONTROLLER_METRICS = (
+# Controller series (docs/metrics.md, "Controllers"). They come from the controllers' real
+# exporter (ondeck.controller_metrics) rendering the state of the real controller cores
+# (ondeck.rollout, ondeck.monitor) fed at every scrape with the real servers' counters, as the
+# operator and `ondeck run` do; only the cluster around them is absent.
+CONTROLLER_METRICS = (
     "ondeck_rollout_phase", "ondeck_rollout_step", "ondeck_rollout_canary_weight",
     "ondeck_analysis_measurements_total", "ondeck_rollout_aborts_total", "ondeck_drift_detected",
     "ondeck_drift_statistic", "ondeck_drift_effect_size", "ondeck_live_accuracy",
     "ondeck_live_accuracy_bar", "ondeck_staleness_seconds_to_bar",
 )
+ACCURACY_BAR = 0.8
 
 
 class Process:
@@ -87,47 +88,42 @@ def all_targets_up(prometheus: str, count: int) -> bool:
     return len(targets) == count and all(t["health"] == "up" for t in targets)
 
 
-def controller_stand_in():
-    """A prometheus_client registry with PENDING_CONTROLLER_METRICS, values as in a canary at 20%."""
-    from prometheus_client import CollectorRegistry, Counter, Gauge
+def controller_exporter(servers: dict[str, str], examples_dir: Path):
+    """The controllers' exporter for a canary of churn v2 at 20% (a gate holds it there), whose
+    drift and quality monitor watches the stable v1, fed by the stable server's counters."""
+    import json
+    import time
 
-    r = CollectorRegistry()
-    keys = ["namespace", "model", "variant", "version"]
-    stable = {"namespace": NAMESPACE, "model": "churn", "variant": "stable", "version": "v1"}
-    canary = dict(stable, variant="canary", version="v2")
+    from ondeck import rollout, windows
+    from ondeck.controller_metrics import ControllerView, Exporter, exposition
+    from ondeck.decide import AccuracyPoint, DriftPolicy, StalenessPolicy
+    from ondeck.monitor import Monitor, MonitorSpec
 
-    phase = Gauge("ondeck_rollout_phase", "rollout phase", keys + ["phase"], registry=r)
-    for name in ("Pending", "Progressing", "Healthy", "Degraded", "Paused", "Promoting", "RolledBack"):
-        phase.labels(**canary, phase=name).set(name == "Progressing")
-    Gauge("ondeck_rollout_step", "step", keys, registry=r).labels(**canary).set(2)
-    Gauge("ondeck_rollout_canary_weight", "weight", keys, registry=r).labels(**canary).set(20)
-    measurements = Counter("ondeck_analysis_measurements", "verdicts", keys + ["result"], registry=r)
-    for result, n in (("Successful", 3), ("Failed", 0), ("Inconclusive", 1)):
-        measurements.labels(**canary, result=result).inc(n)
-    Counter("ondeck_rollout_aborts", "aborts", keys, registry=r).labels(**canary)  # exists at 0
+    reference = json.loads((examples_dir / "churn" / "v1" / "reference.json").read_text())
+    monitor = Monitor(MonitorSpec(model="churn", version="v1", drift=DriftPolicy(), feedback=True,
+                                  staleness=StalenessPolicy(bar=ACCURACY_BAR)), reference)
+    steps = [{"setWeight": 20}, {"pause": {}}]
+    canary, _ = rollout.tick(steps, rollout.new_state("stable", "canary", 0.0, stable_version="v1", canary_version="v2"), 0.0)
+    state: dict = {"monitor": None}
 
-    detected = Gauge("ondeck_drift_detected", "drift", keys + ["feature"], registry=r)
-    statistic = Gauge("ondeck_drift_statistic", "evidence", keys + ["feature"], registry=r)
-    effect = Gauge("ondeck_drift_effect_size", "effect", keys + ["feature"], registry=r)
-    for variant in (stable, canary):
-        for feature, drifted, evidence, w in (("monthly_charges", 1, 6.0, 0.18), ("tenure_months", 0, -0.4, 0.02),
-                                              ("prediction.score", 0, 0.9, 0.05)):
-            detected.labels(**variant, feature=feature).set(drifted)
-            statistic.labels(**variant, feature=feature).set(evidence)
-            effect.labels(**variant, feature=feature).set(w)
-    accuracy = Gauge("ondeck_live_accuracy", "accuracy", keys, registry=r)
-    bar = Gauge("ondeck_live_accuracy_bar", "bar", keys, registry=r)
-    to_bar = Gauge("ondeck_staleness_seconds_to_bar", "forecast", keys, registry=r)
-    for variant, value, seconds in ((stable, 0.86, 3 * 86400.0), (canary, 0.89, math.inf)):
-        accuracy.labels(**variant).set(value)
-        bar.labels(**variant).set(0.8)
-        to_bar.labels(**variant).set(seconds)
-    return r
+    def render() -> bytes:
+        now = time.time()
+        samples = windows.parse_exposition(httpx.get(f"http://{servers['stable']}/metrics", timeout=5).text)
+        match = {"model": "churn", "variant": "stable"}
+        stats = windows.variant_stats(samples, match, reference)
+        state["monitor"], _, _ = monitor.tick(
+            state["monitor"], now, windows.drift_window(samples, match, reference, 0.0, now),
+            AccuracyPoint(now, stats.feedback_total, stats.feedback_correct))
+        view = ControllerView(model="churn", rollout=canary, monitor=state["monitor"], monitor_variant="stable",
+                              measurements={"Successful": 1}, accuracy_bar=ACCURACY_BAR, namespace=NAMESPACE)
+        return exposition([view])
+
+    return Exporter("127.0.0.1", 0, render=render)
 
 
 @pytest.fixture(scope="module")
 def prometheus_url(examples_dir: Path, tmp_path_factory) -> str:
-    """Servers, router, stand-in and Prometheus running, traffic sent; the Prometheus base URL."""
+    """Servers, router, controller exporter and Prometheus running, traffic sent; the Prometheus base URL."""
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         pytest.fail("Debian's prometheus is not installed (scripts/test installs it)", pytrace=False)
@@ -143,8 +139,6 @@ def prometheus_url(examples_dir: Path, tmp_path_factory) -> str:
 
 def start_and_feed(stack: contextlib.ExitStack, procs: list[Process], prometheus: str, examples_dir: Path,
                    tmp: Path) -> str:
-    from prometheus_client import start_http_server
-
     def start(name: str, args: list[str]) -> Process:
         process = Process(name, args, tmp)
         procs.append(process)
@@ -175,10 +169,9 @@ def start_and_feed(stack: contextlib.ExitStack, procs: list[Process], prometheus
                             "--http-port", router.rsplit(":", 1)[1]])
     health.append((route, f"http://{router}/healthz"))
 
-    stand_in, _ = start_http_server(0, addr="127.0.0.1", registry=controller_stand_in())
-    stack.callback(stand_in.server_close)
-    stack.callback(stand_in.shutdown)
-    controller = f"127.0.0.1:{stand_in.server_port}"
+    exporter = controller_exporter(servers, examples_dir)
+    stack.callback(exporter.close)
+    controller = f"127.0.0.1:{exporter.port}"
 
     prom = f"127.0.0.1:{free_port()}"
     (tmp / "prometheus.yml").write_text(yaml.safe_dump({
@@ -188,7 +181,7 @@ def start_and_feed(stack: contextlib.ExitStack, procs: list[Process], prometheus
                 {"targets": list(servers.values()), "labels": {"namespace": NAMESPACE}}]},
             {"job_name": "ondeck-route", "static_configs": [{"targets": [router], "labels": {"namespace": NAMESPACE}}]},
             # As the chart's operator ServiceMonitor: the controller's own `namespace` label wins.
-            {"job_name": "controller-stand-in", "honor_labels": True, "static_configs": [{"targets": [controller]}]},
+            {"job_name": "controller", "honor_labels": True, "static_configs": [{"targets": [controller]}]},
         ]}))
     prometheus_process = start("prometheus", [
         prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
@@ -313,8 +306,9 @@ def test_alert_reads_real_series_with_its_labels(prometheus_url: str, rule: dict
                  timeout=30, interval=0.5, what=f"{rule['alert']}: series of {metric} with labels {by}")
 
 
-def test_stand_in_serves_only_what_no_real_process_exports(prometheus_url: str) -> None:
-    """If the server or the router starts exporting a pending controller metric, drop its stand-in."""
-    for metric in PENDING_CONTROLLER_METRICS:
-        jobs = {s["metric"]["job"] for s in query(prometheus_url, f"group by (job) ({metric})")}
-        assert jobs <= {"controller-stand-in"}, f"{metric} is exported by {jobs - {'controller-stand-in'}} now"
+def test_the_controller_exports_every_controller_metric(prometheus_url: str) -> None:
+    """Every controller series the dashboards and alerts read comes from the controllers' exporter."""
+    for metric in CONTROLLER_METRICS:
+        jobs = wait_for(lambda: {s["metric"]["job"] for s in query(prometheus_url, f"group by (job) ({metric})")},
+                        timeout=30, interval=0.5, what=f"{metric} in Prometheus")
+        assert jobs == {"controller"}, f"{metric} comes from {jobs}"
