@@ -1,11 +1,12 @@
-"""One controller tick per ModelDeployment: rollout, then drift and quality; their status, events, metrics.
+"""One controller tick per ModelDeployment: rollout or experiment, then drift and quality; their status, events, metrics.
 
-kopf calls :meth:`Controllers.tick` from a timer every ``--tick-seconds`` for every ModelDeployment.
-The states live in the status (``rollout``, ``monitoring``) and are written through the reconciler
-(:meth:`~ondeck.operator.reconcile.Reconciler.controller_update`), which also re-renders the router's
-weights when the rollout moved them. The controller keeps the last state it wrote in memory and
-reads the status only when it has none (at start-up): an event stream that lags its own writes
-never makes it act twice on one step.
+The operator's controllers loop (:mod:`ondeck.operator.handlers`) calls :meth:`Controllers.tick` every
+``--tick-seconds`` for each ModelDeployment that changed or has work due (:mod:`ondeck.operator.scheduling`).
+The states live in the status (``rollout`` or ``experiment``, ``monitoring``) and are written through
+the reconciler (:meth:`~ondeck.operator.reconcile.Reconciler.controller_update`), which also re-renders
+the router's weights when the rollout or the experiment moved them. The controller keeps the last
+state it wrote in memory and reads the status only when it has none (at start-up): an event stream
+that lags its own writes never makes it act twice on one step.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from ondeck import rollout
+from ondeck import experiment, rollout
 from ondeck.controller_metrics import ControllerView, exposition
+from ondeck.operator.experiments import ExperimentController
 from ondeck.operator.monitoring import DriftController
 from ondeck.operator.reconcile import Reconciler
 from ondeck.operator.rolling import CanaryController, analysis_runs
@@ -35,6 +37,7 @@ class Watched:
 
     rollout: dict[str, Any] | None
     monitoring: dict[str, Any] | None
+    experiment: dict[str, Any] | None = None
     condition: dict[str, Any] | None = None  # DriftDetected as last written (with its transition time)
     written: dict[str, Any] | None = None
     measurements: Counter = field(default_factory=Counter)
@@ -44,10 +47,13 @@ class Watched:
 
 class Controllers:
     def __init__(self, reconciler: Reconciler, canary: CanaryController, drift: DriftController, *,
-                 event: Event, clock: Callable[[], float] = time.time):
+                 event: Event, clock: Callable[[], float] = time.time,
+                 experiments: ExperimentController | None = None):
         self.reconciler = reconciler
         self.canary = canary
         self.drift = drift
+        # A/B tests and shadows read the same Prometheus as the canary's analysis.
+        self.experiments = experiments or ExperimentController(canary.prometheus)
         self.event = event
         self.clock = clock
         self._watched: dict[tuple[str, str], Watched] = {}
@@ -65,7 +71,8 @@ class Controllers:
             w = self._watched.get((namespace, name))
             if w is None:  # first tick since start: resume from the status
                 w = self._watched[(namespace, name)] = Watched(status.get("rollout"), status.get("monitoring"),
-                                                               _drift_condition(status))
+                                                               experiment=status.get("experiment"),
+                                                               condition=_drift_condition(status))
         events: list[tuple[str, str, str]] = []
         rerender = False
         canary = md.spec.strategy.canary if md.spec.strategy else None
@@ -77,14 +84,18 @@ class Controllers:
             events += result.events
         else:
             w.rollout = None
-        serving = _serving(md, w.rollout)
+        tried = self.experiments.tick(md, namespace, w.experiment, now)
+        w.experiment = tried.state
+        rerender = rerender or tried.rerender
+        events += tried.events
+        serving = _serving(md, w.rollout, w.experiment)
         watched = self.drift.tick(md, namespace, serving, w.monitoring, now)
         w.monitoring = watched.state
         events += watched.events
         if watched.condition is not None:
             w.condition = _transition(watched.condition, w.condition)
 
-        fields: dict[str, Any] = {"rollout": w.rollout, "monitoring": w.monitoring,
+        fields: dict[str, Any] = {"rollout": w.rollout, "experiment": w.experiment, "monitoring": w.monitoring,
                                   "drift": w.condition["status"] if w.condition else None}
         if w.rollout:
             fields.update(currentStepIndex=w.rollout["stepIndex"], analysisRuns=analysis_runs(w.rollout))
@@ -112,11 +123,13 @@ class Controllers:
         return exposition(views)
 
 
-def _serving(md: m.ModelDeployment, state: dict[str, Any] | None) -> m.Variant:
-    """The variant live traffic is served by: the canary once promoted, else the stable one."""
+def _serving(md: m.ModelDeployment, state: dict[str, Any] | None, tried: dict[str, Any] | None = None) -> m.Variant:
+    """The variant live traffic is served by: the canary or the experiment's winner once promoted,
+    else the stable one."""
     if state and state["phase"] == rollout.HEALTHY:
         return variant(md.spec, state["canaryVariant"])
-    return stable_variant(md.spec)
+    name = experiment.serving(tried, stable_variant(md.spec).name)
+    return next((v for v in md.spec.variants if v.name == name), stable_variant(md.spec))
 
 
 def _drift_condition(status: dict[str, Any]) -> dict[str, Any] | None:

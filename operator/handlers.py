@@ -8,8 +8,10 @@
 - an owned Deployment changes: note its readiness (its owner's status is rewritten at the next
   flush, every ``FLUSH_SECONDS``); deleted by hand: put back;
 - every ``poll_seconds``: reconcile what is due (optional CRDs installed or removed, periodic resync);
-- every ``tick_seconds``, per ModelDeployment (a kopf timer): the rollout and drift controllers
-  (:class:`~ondeck.operator.controllers.Controllers`), when the operator runs them.
+- every ``tick_seconds``: the rollout and drift controllers
+  (:class:`~ondeck.operator.controllers.Controllers`), when the operator runs them, for each
+  ModelDeployment that changed or has work due (:mod:`~ondeck.operator.scheduling`: one loop, not a
+  kopf timer per object, which with hundreds of objects crowded out the reconciler).
 
 Handlers are registered on a registry of their own so that options (intervals) are plain arguments.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from concurrent.futures import Executor
 from typing import Any
 
@@ -26,6 +29,7 @@ import kopf
 from ondeck.operator.controllers import Controllers
 from ondeck.operator.kube import DEPLOYMENT, FIELD_MANAGER, MODELDEPLOYMENT
 from ondeck.operator.reconcile import Reconciler, Retry
+from ondeck.operator.scheduling import TickSchedule
 
 log = logging.getLogger("ondeck.operator")
 MD = (MODELDEPLOYMENT.group, MODELDEPLOYMENT.versions[0], MODELDEPLOYMENT.plural)
@@ -37,6 +41,7 @@ FLUSH_SECONDS = 0.5
 def register(reconciler: Reconciler, *, workers: int, resync_seconds: float, poll_seconds: float,
              controllers: Controllers | None = None, tick_seconds: float = 5.0) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    schedule = TickSchedule()
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -56,6 +61,12 @@ def register(reconciler: Reconciler, *, workers: int, resync_seconds: float, pol
         pool = settings.execution.executor  # the handlers' threads: one limit for all the operator's work
         memo.loops = [asyncio.create_task(_every(poll_seconds, "resync", lambda: _resync(reconciler, pool, resync_seconds))),
                       asyncio.create_task(_every(FLUSH_SECONDS, "status flush", lambda: _flush(reconciler, pool)))]
+        if controllers is not None:
+            # At most a quarter of the threads tick: with many objects at once (a start-up, a bulk
+            # apply), serving them (the reconcile passes) comes before moving their rollouts.
+            ticking = asyncio.Semaphore(max(1, workers // 4))
+            memo.loops.append(asyncio.create_task(_every(
+                tick_seconds, "controllers", lambda: _tick(reconciler, controllers, schedule, pool, ticking))))
 
     @kopf.on.cleanup(registry=registry)
     async def stop(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -93,16 +104,9 @@ def register(reconciler: Reconciler, *, workers: int, resync_seconds: float, pol
             reconciler.forget(namespace, name)
             if controllers is not None:
                 controllers.forget(namespace, name)
+                schedule.forget(namespace, name)
         else:
             reconciler.observed(_plain(body))
-
-    if controllers is not None:
-        @kopf.timer(*MD, interval=tick_seconds, registry=registry)
-        def controller_tick(body: kopf.Body, **_: Any) -> None:
-            try:
-                controllers.tick(_plain(body))
-            except Retry as exc:
-                raise kopf.TemporaryError(str(exc), delay=tick_seconds) from None
 
     @kopf.on.event(*DEPLOYMENTS, labels={"app.kubernetes.io/managed-by": FIELD_MANAGER}, registry=registry)
     def deployment_event(type: str | None, body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> None:
@@ -136,6 +140,26 @@ async def _resync(reconciler: Reconciler, pool: Executor, resync_seconds: float)
             await loop.run_in_executor(pool, reconciler.reconcile, body)
         except Retry as exc:  # the next round tries again
             log.warning("%s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], exc)
+
+
+async def _tick(reconciler: Reconciler, controllers: Controllers, schedule: TickSchedule, pool: Executor,
+                ticking: asyncio.Semaphore) -> None:
+    """One round of the controllers over the ModelDeployments that changed or have work due."""
+    loop, now = asyncio.get_running_loop(), time.time()
+
+    async def tick(body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        try:
+            async with ticking:
+                await loop.run_in_executor(pool, controllers.tick, body)
+        except Retry as exc:  # not marked as ticked: the next round tries again
+            log.warning("%s/%s: controllers: %s", meta["namespace"], meta["name"], exc)
+        except Exception:  # noqa: BLE001 - one object's failure must not stop the others' round
+            log.exception("%s/%s: controllers failed", meta["namespace"], meta["name"])
+        else:
+            schedule.ticked(body, now)
+
+    await asyncio.gather(*(tick(body) for body, md in reconciler.usable() if schedule.due(body, md, now)))
 
 
 async def _flush(reconciler: Reconciler, pool: Executor) -> None:

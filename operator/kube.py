@@ -5,18 +5,22 @@ ClusterRole in ``manifests/install.yaml`` is generated from it (see :mod:`ondeck
 so the operator is granted exactly what this module calls. Calls go through the official client's
 configuration and connection pool (kubeconfig or in-cluster service account) but speak plain JSON:
 server-side apply for what the operator renders, merge patches for status, label-selected lists and
-deletes for pruning. kopf does the watching.
+deletes for pruning, and a get of the Secret that signs retrain webhooks. kopf does the watching.
 """
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Iterable
 
 import urllib3
 
+log = logging.getLogger("ondeck.operator")
 FIELD_MANAGER = "ondeck-operator"
 MANAGED_BY = {"app.kubernetes.io/managed-by": FIELD_MANAGER}
 
@@ -50,6 +54,7 @@ BY_KIND = {k.kind: k for k in OWNED_KINDS}
 # What the operator itself is, and what kopf needs to watch it and report on it.
 MODELDEPLOYMENT = Kind("ModelDeployment", "ondeck.io", ("v1alpha1",), "modeldeployments",
                        ("list", "watch", "patch"))  # patch: kopf's progress annotations
+SECRET = Kind("Secret", "", ("v1",), "secrets", ("get",))
 RBAC_RULES: tuple[dict[str, Any], ...] = (
     *({"apiGroups": [k.group], "resources": [k.plural], "verbs": list(k.verbs)} for k in OWNED_KINDS),
     {"apiGroups": [MODELDEPLOYMENT.group], "resources": [MODELDEPLOYMENT.plural], "verbs": list(MODELDEPLOYMENT.verbs)},
@@ -58,7 +63,14 @@ RBAC_RULES: tuple[dict[str, Any], ...] = (
     # OwnerReferencesPermissionEnforcement admission plugin is on.
     {"apiGroups": [MODELDEPLOYMENT.group], "resources": [f"{MODELDEPLOYMENT.plural}/finalizers"], "verbs": ["update"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},  # kopf.event / kopf.warn
+    # The retrain webhook's signing key (spec.retrain.webhook.secretRef): read by name when a request
+    # is sent, never listed or watched, so the operator cannot enumerate a namespace's Secrets.
+    {"apiGroups": [SECRET.group], "resources": [SECRET.plural], "verbs": list(SECRET.verbs)},
 )
+
+
+class SecretUnavailable(Exception):
+    """A Secret's key cannot be had; the message says exactly what is missing (never a value)."""
 
 
 class ApiError(Exception):
@@ -161,6 +173,25 @@ class Kube:
             if exc.status != 404:
                 raise
 
+    def secret_key(self, namespace: str, name: str, key: str) -> bytes:
+        """The bytes of ``key`` in Secret ``namespace/name``, read now (a rotated key is used at once)."""
+        where = f"Secret {namespace}/{name}"
+        try:
+            secret = self.request("GET", SECRET.path(SECRET.versions[0], namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                raise SecretUnavailable(f"{where} does not exist") from None
+            if exc.status == 403:
+                raise SecretUnavailable(f"the operator may not read {where} (RBAC: it needs get on secrets)") from None
+            raise SecretUnavailable(f"cannot read {where}: {exc}") from None
+        value = (secret.get("data") or {}).get(key)
+        if value is None:
+            raise SecretUnavailable(f"{where} has no key {key!r}")
+        raw = base64.b64decode(value)
+        if not raw:
+            raise SecretUnavailable(f"{where} key {key!r} is empty")
+        return raw
+
     def patch_status_fields(self, namespace: str, name: str, fields: dict[str, Any]) -> None:
         """Set whole ``status.<field>`` values with a JSON patch, which stores nulls inside them as they are."""
         path = MODELDEPLOYMENT.path(MODELDEPLOYMENT.versions[0], namespace, name, "status")
@@ -178,6 +209,26 @@ class Kube:
         except ApiError as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to report on
                 raise
+
+    def post_event(self, involved: dict[str, Any], type: str, reason: str, message: str) -> None:
+        """A core/v1 Event about ``involved`` (as kopf.event writes them, but callable from any thread:
+        kopf's own poster works only inside its per-object handlers). Best effort: an Event that cannot
+        be written is logged, never retried, and never stops the controller that reported it."""
+        meta = involved["metadata"]
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": involved.get("apiVersion"), "kind": involved.get("kind"),
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
+            "type": type, "reason": reason, "message": message[:1024],
+            "source": {"component": FIELD_MANAGER}, "reportingComponent": FIELD_MANAGER,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", event)
+        except ApiError as exc:
+            log.warning("%s/%s: event %s not written: %s", meta["namespace"], meta["name"], reason, exc)
 
 
 def _message(data: bytes) -> str:

@@ -66,8 +66,6 @@ def run(options: Options) -> int:
 
 
 def _controllers(reconciler, options: Options):
-    import kopf
-
     from ondeck.operator.controllers import Controllers
     from ondeck.operator.monitoring import DriftController
     from ondeck.operator.packages import Packages
@@ -77,26 +75,15 @@ def _controllers(reconciler, options: Options):
     prometheus = Prometheus(options.prometheus_url) if options.prometheus_url else None
     packages = Packages()
     templates = load_templates(options.analysis_templates) if options.analysis_templates else {}
-    return Controllers(reconciler, CanaryController(prometheus, packages, templates), DriftController(prometheus, packages),
-                       event=lambda body, kind, reason, message: kopf.event(body, type=kind, reason=reason, message=message))
+    drift = DriftController(prometheus, packages, secrets=reconciler.kube.secret_key)
+    return Controllers(reconciler, CanaryController(prometheus, packages, templates), drift, event=reconciler.kube.post_event)
 
 
 def load_templates(path: str) -> dict:
     """Cluster-wide analysis templates: a file shaped like a ModelDeployment's ``spec.analysis``."""
-    import yaml
-    from pydantic import ValidationError
+    from ondeck.spec.templates import load
 
-    from ondeck.errors import UserError
-    from ondeck.spec.model import Analysis
-
-    try:
-        with open(path) as f:
-            analysis = Analysis.model_validate(yaml.safe_load(f))
-    except OSError as exc:
-        raise UserError(f"--analysis-templates: cannot read {path}: {exc.strerror}") from None
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise UserError(f"--analysis-templates: {path} is not a valid spec.analysis: {exc}") from None
-    return {t.name: t for t in analysis.templates}
+    return load(path)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,21 @@ neither repeats a delivered request nor forgets a pending one.
 
 Prometheus unreachable: no look is taken (the next one covers the whole time since the last), and
 the state says why, never "no drift".
+
+A webhook with ``secretRef`` is signed (:mod:`ondeck.signing`) with that key of that Secret in the
+ModelDeployment's namespace, read at each attempt. If it cannot be read, nothing is sent (never
+unsigned): the attempt counts as failed with what is missing as its error (``pendingRetrain.lastError``
+in the status, a ``RetrainWebhookNotSigned`` Warning event) and is tried again with the same backoff.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ondeck import monitor as mon
 from ondeck import webhooks
 from ondeck.decide import AccuracyPoint
+from ondeck.operator.kube import SecretUnavailable
 from ondeck.operator.packages import PackageUnreadable, Packages
 from ondeck.operator.prometheus import Prometheus, PrometheusUnavailable
 from ondeck.spec import model as m
@@ -33,11 +39,17 @@ class MonitorTick:
     condition: dict[str, Any] | None = None  # DriftDetected, without times (the caller keeps transitions)
 
 
+# (namespace, Secret name, key) -> the key's bytes, or SecretUnavailable; Kube.secret_key in the operator.
+SecretReader = Callable[[str, str, str], bytes]
+
+
 class DriftController:
-    def __init__(self, prometheus: Prometheus | None, packages: Packages, post=webhooks.post):
+    def __init__(self, prometheus: Prometheus | None, packages: Packages, post=webhooks.post,
+                 secrets: SecretReader | None = None):
         self.prometheus = prometheus
         self.packages = packages
         self.post = post
+        self.secrets = secrets
         self._monitors: dict[tuple[str, str], mon.Monitor] = {}
 
     def tick(self, md: m.ModelDeployment, namespace: str, serving: m.Variant, state: dict[str, Any] | None,
@@ -58,7 +70,7 @@ class DriftController:
         interval = spec.drift.interval if spec.drift else ACCURACY_INTERVAL
         if now - state["lastLook"] >= interval:
             out.state = self._look(md, namespace, serving, monitor, package.reference, state, now, out)
-        out.state = self._deliver(md, out.state, now, out)
+        out.state = self._deliver(md, namespace, out.state, now, out)
         out.condition = _condition(out.state)
         return out
 
@@ -83,12 +95,24 @@ class DriftController:
                 out.events.append(("Warning", "RetrainRequested", f"{action['id']}: {action['payload']['reason']}"))
         return new
 
-    def _deliver(self, md: m.ModelDeployment, state: dict[str, Any], now: float, out: MonitorTick) -> dict[str, Any]:
+    def _deliver(self, md: m.ModelDeployment, namespace: str, state: dict[str, Any], now: float,
+                 out: MonitorTick) -> dict[str, Any]:
         pending = mon.due_retrain(state, now)
         if pending is None or md.spec.retrain is None:
             return state
-        url = md.spec.retrain.webhook.url
-        error = self.post(url, pending["payload"])
+        url, ref = md.spec.retrain.webhook.url, md.spec.retrain.webhook.secret_ref
+        secret = None
+        if ref is not None:
+            try:
+                if self.secrets is None:
+                    raise SecretUnavailable("this operator was started without access to Secrets")
+                secret = self.secrets(namespace, ref.name, ref.key)
+            except SecretUnavailable as exc:
+                error = f"not sent, cannot sign it (secretRef): {exc}"
+                out.events.append(("Warning", "RetrainWebhookNotSigned",
+                                   f"{url}: retrain request {pending['id']} {error}; trying again later"))
+                return mon.delivery_failed(state, pending["id"], now, error)
+        error = self.post(url, pending["payload"], secret=secret)
         if error:
             out.events.append(("Warning", "RetrainWebhookFailed", f"{url}: {error}; trying again later"))
             return mon.delivery_failed(state, pending["id"], now, error)

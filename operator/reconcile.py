@@ -51,6 +51,9 @@ class Known:
     # their conditions: written with the operator's own, under the same lock, so no write drops another's.
     controlled: dict[str, Any] = field(default_factory=dict)
     controlled_conditions: list[dict[str, Any]] = field(default_factory=list)
+    # Each owned object as last applied: a controller's re-render (new weights) applies only what it
+    # changed, usually the router's ConfigMap, instead of every object of the ModelDeployment.
+    applied: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 class Reconciler:
@@ -149,7 +152,7 @@ class Reconciler:
                 known.controlled_conditions = conditions
             try:
                 if rerender and not known.problems:
-                    self._apply(key, known, prune=False)
+                    self._apply(key, known, prune=False, changed_only=True)
                 self._write_status(key, known)
             except ApiError as exc:
                 if exc.retryable:
@@ -164,6 +167,12 @@ class Reconciler:
     def body(self, namespace: str, name: str) -> dict[str, Any] | None:
         known = self._known.get((namespace, name))
         return known.body if known else None
+
+    def usable(self) -> list[tuple[dict[str, Any], m.ModelDeployment]]:
+        """Every ModelDeployment with a usable spec: its latest body and the spec as last parsed."""
+        with self._guard:
+            known = list(self._known.values())
+        return [(k.body, k.md) for k in known if k.md is not None and not any(p.blocking for p in k.problems)]
 
     def due(self, resync_seconds: float) -> list[dict[str, Any]]:
         """Bodies to reconcile again: optional APIs came or went since their last pass, or it is old."""
@@ -190,14 +199,17 @@ class Reconciler:
 
     # --- applying --------------------------------------------------------------------------------
 
-    def _apply(self, key: Key, known: Known, prune: bool) -> None:
+    def _apply(self, key: Key, known: Known, prune: bool, changed_only: bool = False) -> None:
+        """Render and server-side apply every object; ``changed_only``: skip objects identical to
+        what this operator last applied (a full pass applies all: it also repairs hand edits)."""
         md, body = known.md, known.body
         served = self._served()
         known.served = served
-        rollout = _rollout(known)
-        known.weights = desired_weights(md.spec, rollout)
+        rollout, experiment = _controlled(known, "rollout"), _controlled(known, "experiment")
+        known.weights = desired_weights(md.spec, rollout, experiment)
         ctx = Context(namespace=key[0], uid=body["metadata"]["uid"], image=md.spec.image or self.image,
-                      weights=known.weights, served=served, retired=frozenset(retired_variants(md.spec, rollout)))
+                      weights=known.weights, served=served,
+                      retired=frozenset(retired_variants(md.spec, rollout, experiment)))
         route = PROVIDER_KINDS.get(md.spec.traffic.provider)
         if route is not None and route.kind not in served:
             known.problems.append(st.Problem(
@@ -205,7 +217,13 @@ class Reconciler:
                 f"traffic.provider is {md.spec.traffic.provider} but the {route.kind} CRD ({route.group}) "
                 "is not installed: traffic goes through the router only", blocking=False))
         objects = render(md, ctx)
+        sent = 0
         for obj in objects:
+            which = (obj["kind"], obj["metadata"]["name"])
+            if changed_only and known.applied.get(which) == obj:
+                continue
+            known.applied.pop(which, None)  # unknown until this apply succeeds
+            sent += 1
             try:
                 applied = self.kube.apply(obj)
             except ApiError as exc:
@@ -214,11 +232,15 @@ class Reconciler:
                 # rejected (e.g. a quantity the schema let through): say so, apply the rest
                 known.problems.append(st.Problem("ApplyFailed", f"{obj['kind']} {obj['metadata']['name']}: {exc.message}"))
                 continue
+            known.applied[which] = obj
             if obj["kind"] == DEPLOYMENT.kind:
                 self._replicas[key][obj["metadata"]["name"]] = st.Replicas.of(applied)
         if prune:
             self._prune(key, known, objects, served)
-        log.info("%s/%s: applied %d objects (generation %s)", *key, len(objects), body["metadata"].get("generation"))
+            wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
+            known.applied = {k: v for k, v in known.applied.items() if k in wanted}
+        log.info("%s/%s: applied %d of %d objects (generation %s)", *key, sent, len(objects),
+                 body["metadata"].get("generation"))
 
     def _prune(self, key: Key, known: Known, objects: list[dict[str, Any]], served: dict[str, str]) -> None:
         wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
@@ -254,9 +276,14 @@ class Reconciler:
             return
         # what is there now: the last status we wrote, over what was last observed (which may lag)
         current = {**(body.get("status") or {}), **(known.written or {})}
-        patch = _merge_patch(current, status)
-        patch.update({k: None for k, v in known.controlled.items() if v is None})
-        self.kube.patch_status(key[0], key[1], patch)
+        # Only the fields that changed since the last write: a controller's tick that moved nothing
+        # of the operator's own status costs no merge patch.
+        last = known.written
+        changed = status if last is None else {k: v for k, v in status.items() if k not in last or last[k] != v}
+        patch = _merge_patch(current, changed)
+        patch.update({k: None for k, v in known.controlled.items() if v is None and current.get(k) is not None})
+        if patch:
+            self.kube.patch_status(key[0], key[1], patch)
         # The controllers' states hold None values that a merge patch would turn into deletions:
         # each changed one replaces the stored value whole (a JSON patch), nulls included.
         before = known.written or {}
@@ -284,11 +311,12 @@ class Reconciler:
             return known
 
 
-def _rollout(known: Known) -> dict[str, Any] | None:
-    """The rollout state: the controller's latest, else the one stored in the status (a restart resumes it)."""
-    if "rollout" in known.controlled:
-        return known.controlled["rollout"]
-    return (known.body.get("status") or {}).get("rollout")
+def _controlled(known: Known, field_name: str) -> dict[str, Any] | None:
+    """A controller's state (``rollout``, ``experiment``): the controller's latest, else the one stored
+    in the status (a restart resumes it)."""
+    if field_name in known.controlled:
+        return known.controlled[field_name]
+    return (known.body.get("status") or {}).get(field_name)
 
 
 def _user_part(body: dict[str, Any]) -> dict[str, Any]:

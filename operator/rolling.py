@@ -26,6 +26,7 @@ from ondeck.operator.packages import PackageUnreadable, Packages
 from ondeck.operator.prometheus import Prometheus, PrometheusUnavailable
 from ondeck.spec import model as m
 from ondeck.spec.analysis import CanaryAnalyses, measurement_verdict
+from ondeck.spec.templates import TemplateMissing, step_templates
 from ondeck.spec.traffic import rollout_steps, stable_variant, variant
 from ondeck.windows import variant_stats
 
@@ -61,7 +62,8 @@ class CanaryController:
         canary = md.spec.strategy.canary
         stable, candidate = stable_variant(md.spec), variant(md.spec, canary.canary_variant)
         out = RolloutTick(state=state or {})
-        if state is None or not _same_rollout(state, stable, candidate):
+        started = state is None or not _same_rollout(state, stable, candidate)
+        if started:
             state = rollout.new_state(stable.name, candidate.name, now, stable_version=stable.version,
                                       canary_version=candidate.version)
             state["commands"] = {c: annotations.get(a) for c, a in COMMANDS.items()}  # older ones are not for this rollout
@@ -71,7 +73,10 @@ class CanaryController:
         taken = {c: annotations[a] for c, a in COMMANDS.items()
                  if annotations.get(a) and annotations[a] != state.get("commands", {}).get(c)}
         steps = rollout_steps(canary)
-        analyses, problem = self._analyses(md, candidate)
+        analyses, problem, missing = self._analyses(md, candidate)
+        if started and missing:
+            # Said at once, not only when the analysis step comes to measure (it pauses there with the reason).
+            out.events.append(("Warning", "AnalysisTemplateMissing", problem))
         measure = self._measure(md, namespace, stable, candidate, analyses, problem, out)
         interval = analyses.interval if analyses else (lambda step: FALLBACK_INTERVAL)
         after, actions = rollout.tick(steps, state, now, measure=measure, interval_for=interval,
@@ -94,20 +99,22 @@ class CanaryController:
 
     # --- analysis ---------------------------------------------------------------------------------
 
-    def _analyses(self, md: m.ModelDeployment, candidate: m.Variant) -> tuple[CanaryAnalyses | None, str | None]:
-        """The canary's analysis templates (the spec's, else the cluster's defaults), or why there are none."""
-        templates = {**self.cluster_templates, **({t.name: t for t in md.spec.analysis.templates} if md.spec.analysis else {})}
-        used = {t.template_name for s in md.spec.strategy.canary.steps if s.analysis for t in s.analysis.templates}
-        missing = used - set(templates)
-        if missing:
-            return None, f"no analysis template named {', '.join(sorted(missing))}"
+    def _analyses(self, md: m.ModelDeployment, candidate: m.Variant) -> tuple[CanaryAnalyses | None, str | None, bool]:
+        """The canary's analysis templates (the spec's own; the cluster-wide ones for clusterScope
+        references, see :mod:`ondeck.spec.templates`), or why there are none, and whether that is a
+        missing template. A missing one makes the analysis step inconclusive: the rollout pauses
+        with the reason, it never passes unmeasured."""
+        try:
+            used = step_templates(md.spec, self.cluster_templates)
+        except TemplateMissing as exc:
+            return None, str(exc), True
         if not used:
-            return None, None
+            return None, None, False
         try:
             classifier = self.packages.get(candidate).classifier
-            return CanaryAnalyses({n: templates[n] for n in used}, model=md.model_name, classifier=classifier), None
+            return CanaryAnalyses(used, model=md.model_name, classifier=classifier), None, False
         except (PackageUnreadable, UserError) as exc:
-            return None, str(exc)
+            return None, str(exc), False
 
     def _measure(self, md, namespace, stable, candidate, analyses, problem, out: RolloutTick):
         def measure(step: dict[str, Any], run_state: dict[str, Any] | None, start: float, end: float):

@@ -1,7 +1,7 @@
 """The cluster side of ``ondeck status / promote / abort NAME -n NS`` (and ``kubectl ondeck ...``).
 
 ``status`` reads the ModelDeployment and shows the step, the weights, the last analysis and its
-evidence, and the drift and quality watch. ``promote`` and ``abort`` set the documented annotation
+evidence, the A/B test or shadow with its evidence, and the drift and quality watch. ``promote`` and ``abort`` set the documented annotation
 (``ondeck.io/promote`` / ``ondeck.io/abort``) to a fresh timestamp and wait until the rollout
 controller has taken it (``status.rollout.lastCommand`` names it), then print what it did; a command
 that did nothing (no gate waiting, a finished rollout) is an error saying why.
@@ -61,6 +61,7 @@ def render(md: dict[str, Any]) -> list[str]:
         if r.get("lastCommand"):
             c = r["lastCommand"]
             lines.append(f"  last command: {c['command']} ({'applied' if c['applied'] else 'not applied'}): {c['message']}")
+    lines += _experiment(status.get("experiment"))
     runs = status.get("analysisRuns") or []
     if runs and runs[0].get("last"):
         run = runs[0]
@@ -82,6 +83,29 @@ def render(md: dict[str, Any]) -> list[str]:
             lines.append(f"  retrain {d['id']} delivered")
     for c in status.get("conditions") or ():
         lines.append(f"  {c['type']}={c['status']} ({c.get('reason', '')}): {c.get('message', '')}")
+    return lines
+
+
+def _experiment(e: dict[str, Any] | None) -> list[str]:
+    """The A/B test or shadow: where it stands, and the evidence of its last look."""
+    if not e:
+        return []
+    kind = f"A/B test on {e.get('metric')}" if e["kind"] == "abTest" else "shadow"
+    outcome = f", {e['outcome']}" if e.get("outcome") else ""
+    lines = [f"  {kind}: {e['treatment']} ({e['treatmentVersion']}) against {e['control']} ({e['controlVersion']}): "
+             f"{e['phase']}{outcome}, {e['looks']} look(s): {e['message']}"]
+    evidence = (e.get("decision") or {}).get("evidence") or {}
+    for arm, a in (evidence.get("arms") or {}).items():
+        rate = f", rate {a['rate']:.4f}" if a.get("rate") is not None else ""
+        lines.append(f"    {arm}: {a['successes']:.0f} successes of {a['trials']:.0f} trials{rate}")
+    if evidence.get("lift"):
+        lift = evidence["lift"]
+        lines.append(f"    lift {lift['estimate']:+.2%} (anytime interval {lift['lower']:+.2%} to {lift['upper']:+.2%}, "
+                     f"alpha {evidence.get('alpha')})")
+    if "agreement" in evidence:
+        lines.append(f"    agreement {evidence['agreement']} over {evidence['samples']:.0f} samples: {evidence['compared']:.0f} "
+                     f"compared, {evidence['errors']:.0f} errors, {evidence['timeouts']:.0f} timeouts, "
+                     f"{evidence['dropped']:.0f} dropped (needs {evidence['minAgreement']} over {evidence['minSamples']})")
     return lines
 
 

@@ -73,6 +73,10 @@ def compute(md: m.ModelDeployment | None, *, generation: int, weights: dict[str,
         # the rollout controller knows better where a canary stands (and why it was rolled back)
         phase, message = rollout_phase, rollout.get("message") or message
     rolled_back = rollout_phase == "Degraded"
+    experiment = previous.get("experiment") or {}
+    if not rollout_phase and experiment.get("phase") and not problems:
+        # likewise the A/B or shadow controller, while it runs and once it concluded
+        phase, message = experiment["phase"], experiment.get("message") or message
 
     if blocked:  # Ready's reason is the problem itself, not a replica count
         ready = _condition("Ready", False, blocked[0].reason, message)
@@ -96,6 +100,9 @@ def compute(md: m.ModelDeployment | None, *, generation: int, weights: dict[str,
     stable, other = stable_variant(md.spec), challenger(md.spec)
     if rollout_phase == "Healthy" and other and rollout.get("canaryVariant") == other.name:
         stable, other = other, None  # promoted: the canary is the stable version now
+    promoted = experiment.get("winner") if experiment.get("outcome") == "promoted" else None
+    if promoted and any(v.name == promoted for v in md.spec.variants):
+        stable, other = next(v for v in md.spec.variants if v.name == promoted), None  # the winner serves alone
     status.update({
         "stableVersion": stable.version,
         "canaryVersion": other.version if other else None,

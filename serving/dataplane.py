@@ -140,7 +140,10 @@ class DataPlane:
         await self._idle.wait()
 
     # -- feedback -----------------------------------------------------------------------------
-    def feedback(self, name: str, version: str | None, doc: Any) -> dict[str, int]:
+    def feedback(self, name: str, version: str | None, doc: Any, *, count_unmatched: bool = True) -> dict[str, int]:
+        """Join true labels to served predictions. ``count_unmatched=False``: this is one of the
+        router's fanned-out copies (every variant gets one), and the router counts the ids that no
+        variant matched, once."""
         default = self.resolve(name, version)
         candidates = [default] if version else list(self.by_name[name].values())
         items = parse_items(doc)
@@ -153,7 +156,8 @@ class DataPlane:
                                  (None, None))
             if served is None:
                 unmatched += 1
-                default.stats.add(default.stats.s.feedback_unmatched)
+                if count_unmatched:
+                    default.stats.add(default.stats.s.feedback_unmatched)
                 continue
             rec = served.store.take(where, item.key)
             if rec is None:
@@ -161,6 +165,8 @@ class DataPlane:
                 continue
             matched += 1
             served.stats.add(served.stats.s.feedback)
+            if code == 1:  # a positive outcome (conversion): class 1 (the second class), or the value 1
+                served.stats.add(served.stats.s.feedback_positive)
             if served.classes is not None:
                 served.stats.add(served.stats.s.feedback_correct, float(int(rec["cls"]) == code))
             else:

@@ -6,8 +6,13 @@ may land on any worker; it searches every worker's ring, so predictions served b
 joined by another. The oldest rows fall out first (bounded memory); a row takes feedback once.
 
 Counted per docs/metrics.md: ``ondeck_feedback_total``, ``..._correct_total`` (classifiers),
-``..._absolute_error_total`` (regressors) on the version that served the row, and
+``..._absolute_error_total`` (regressors), ``..._positive_total`` (a truth of class 1 / value 1: a
+conversion, when feedback reports 0/1 outcomes) on the version that served the row, and
 ``..._unmatched_total`` for ids that match nothing (too old, never served, or a typo).
+
+Behind the router, a feedback request goes to every variant (only the one that served a row holds
+it) with :data:`FANOUT_HEADER` set: then ids a server does not hold are not counted as unmatched
+there, since another variant may hold them; the router counts the ids no variant matched, once.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import numpy as np
 from ondeck.errors import InvalidInput
 from ondeck.serving.protocol.tensors import BAD_REQUEST
 
+FANOUT_HEADER = b"x-ondeck-feedback-fanout"  # lower case: the servers' header dicts are
 RECORD = np.dtype([("key", "<u8"), ("row", "<i8"), ("cls", "<i8"), ("score", "<f8"), ("used", "<u8")])
 
 

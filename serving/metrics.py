@@ -74,6 +74,7 @@ class ModelSlots:
     feedback_correct: int = -1
     feedback_abs_error: int = -1
     feedback_unmatched: int = -1
+    feedback_positive: int = -1
     payload_records: int = -1
     payload_dropped: int = -1
     in_flight: int = -1
@@ -93,6 +94,7 @@ FAMILIES = (
     ("ondeck_feedback_correct_total", "counter", "Joined feedback whose predicted class was the true label."),
     ("ondeck_feedback_absolute_error_total", "counter", "Sum of |prediction - truth| over joined feedback."),
     ("ondeck_feedback_unmatched_total", "counter", "Feedback ids that matched no served prediction."),
+    ("ondeck_feedback_positive_total", "counter", "Joined feedback whose truth is a positive outcome (class 1 / value 1)."),
     ("ondeck_payload_log_records_total", "counter", "Request/response pairs written to the payload log."),
     ("ondeck_payload_log_dropped_total", "counter", "Pairs dropped because the payload log queue was full."),
     ("ondeck_model_info", "gauge", "1 per loaded model."),
@@ -153,6 +155,7 @@ class Layout:
         s.feedback_correct = self._slot("ondeck_feedback_correct_total", base)
         s.feedback_abs_error = self._slot("ondeck_feedback_absolute_error_total", base)
         s.feedback_unmatched = self._slot("ondeck_feedback_unmatched_total", base)
+        s.feedback_positive = self._slot("ondeck_feedback_positive_total", base)
         s.payload_records = self._slot("ondeck_payload_log_records_total", base)
         s.payload_dropped = self._slot("ondeck_payload_log_dropped_total", base)
         self.lines["ondeck_model_info"].append((base, -1, -1))  # constant 1, not summed over workers

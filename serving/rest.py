@@ -23,6 +23,7 @@ import orjson
 
 from ondeck.errors import InvalidInput
 from ondeck.serving.dataplane import DataPlane, ServedModel, new_request_id
+from ondeck.serving.feedback import FANOUT_HEADER
 from ondeck.serving.metrics import BODY_TOO_LARGE
 from ondeck.serving.protocol import v1, v2
 from ondeck.serving.protocol.tensors import BAD_REQUEST
@@ -106,7 +107,10 @@ class RestApp:
         if action_name == "feedback":
             if req.method != b"POST":
                 return self._not_allowed(conn, req, b"POST")
-            return self._call(conn, req, lambda: (200, self.plane.feedback(name, version, v2.load_json(self._body(req)))))
+            # The router sends feedback to every variant and counts what none of them matched itself.
+            fanout = req.headers.get(FANOUT_HEADER) is not None
+            return self._call(conn, req, lambda: (200, self.plane.feedback(name, version, v2.load_json(self._body(req)),
+                                                                           count_unmatched=not fanout)))
         if action_name == "ready":
             return self._get(conn, req, lambda: (200, {"name": self.plane.resolve(name, version).name, "ready": True}))
         if action_name == "":

@@ -20,8 +20,8 @@ def configure(parser) -> None:
                              help="Prometheus the controllers read metrics from (e.g. http://prometheus-operated."
                                   "monitoring.svc:9090); without it analysis is inconclusive and drift unwatched")
     controllers.add_argument("--analysis-templates", metavar="FILE",
-                             help="cluster-wide analysis templates (YAML shaped like spec.analysis); a "
-                                  "ModelDeployment's own templates of the same name win")
+                             help="cluster-wide analysis templates (YAML shaped like spec.analysis): what "
+                                  "canary steps' clusterScope: true references name")
     controllers.add_argument("--metrics-port", type=int, metavar="P",
                              help="serve the controllers' metrics on this port's /metrics (0: any free port)")
     controllers.add_argument("--tick-seconds", type=float, default=5.0, metavar="S",

@@ -18,6 +18,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=1.0, metavar="S",
                         help="seconds between controller ticks: scrape, rollout step, drift look (default %(default)s)")
     parser.add_argument("--fresh", action="store_true", help="ignore the saved rollout and start it again")
+    parser.add_argument("--analysis-templates", metavar="FILE",
+                        help="cluster-wide analysis templates (YAML shaped like spec.analysis, as the operator's flag): "
+                             "what steps' clusterScope: true references name")
+    parser.add_argument("--secrets-dir", metavar="DIR",
+                        help="Secret keys as files, DIR/<secret name>/<key> (Secrets mounted as volumes): the "
+                             "retrain webhook's secretRef signs with one; without it a signed webhook is not sent")
     parser.add_argument("--no-view", dest="view", action="store_false",
                         help="print log lines instead of the live table (the default when stdout is not a terminal)")
 
@@ -47,15 +53,17 @@ def _run(args, previous) -> int:
     from ondeck.local.controller import Controller
     from ondeck.local.state import StateDir, default_dir
     from ondeck.local.view import View, render
+    from ondeck.spec import templates
 
     if not 0 < args.interval <= 60:
         raise UserError("--interval must be between 0 and 60 seconds")
-    deployment = manifest.load(args.manifest)
+    cluster = templates.load(args.analysis_templates) if args.analysis_templates else None
+    deployment = manifest.load(args.manifest, cluster)
     state_dir = StateDir(args.state_dir or default_dir(deployment.name))
     view = View(live=None if args.view else False)
     controller = Controller(deployment, state_dir, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                             metrics_port=args.metrics_port, interval=args.interval, fresh=args.fresh,
-                            on_event=view.event)
+                            on_event=view.event, secrets_dir=args.secrets_dir)
     stop = threading.Event()
     try:
         controller.start()

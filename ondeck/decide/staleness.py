@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 import numpy as np
-from scipy import stats as _st
 
+from ondeck.decide.stats import normal_quantile
 from ondeck.decide.types import AccuracyPoint, Decision, number
 
 DAY = 86400.0
@@ -77,7 +77,7 @@ def assess_staleness(series: Iterable[AccuracyPoint | dict[str, Any]], policy: S
                         evidence)
     now = points[-1].time if now is None else now
     fit = _trend(points, now)
-    z = _st.norm.ppf(1 - policy.alpha)
+    z = normal_quantile(1 - policy.alpha)
     level, slope = fit["level"], fit["slope_per_day"]
     level_upper = level + z * fit["level_se"]
     slope_upper = slope + z * fit["slope_se"]

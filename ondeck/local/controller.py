@@ -22,18 +22,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 from ondeck import monitor as mon
+from ondeck import experiment as ex
 from ondeck import rollout, webhooks
 from ondeck.controller_metrics import ControllerView, Exporter, exposition
 from ondeck.decide import AccuracyPoint, CanaryWindow
 from ondeck.decide.stats import histogram_quantile
 from ondeck.errors import UserError
-from ondeck.local import processes, routing
+from ondeck.local import processes, routing, secrets
 from ondeck.local.manifest import LocalDeployment
 from ondeck.local.processes import Child, ChildFailed
 from ondeck.local.scraping import Counters
 from ondeck.local.state import StateDir
 from ondeck.spec.analysis import measurement_verdict
-from ondeck.spec.traffic import desired_weights, router_config
+from ondeck.spec.traffic import desired_weights, experiment_plan, router_config
 from ondeck.windows import drift_window, variant_stats
 
 READY_TIMEOUT = 120.0  # model loading on a busy laptop
@@ -43,13 +44,16 @@ KEEP_EVENTS = 50
 ACCURACY_INTERVAL = 60.0  # seconds between live-accuracy looks when drift monitoring is off
 # Rollout events that are decisions (set_weight, promote, rollback, pause) and logged as such.
 _DECISION_EVENTS = {"WeightSet", "RolloutCompleted", "RolloutAborted", "AnalysisInconclusive"}
+# The experiment's outcomes, logged as decisions (an A/B winner that is only recorded, or a tie).
+_EXPERIMENT_DECISIONS = {"ABTestDecided": "winner", "ABTestEquivalent": "equivalent"}
+ROUTER = "__router__"  # the counters key of the router's scrapes (the shadow's comparison counters)
 
 
 class Controller:
     def __init__(self, deployment: LocalDeployment, state_dir: StateDir, *, host: str = "127.0.0.1",
                  http_port: int = 8080, grpc_port: int | None = 8081, metrics_port: int | None = None,
                  interval: float = 1.0, fresh: bool = False, on_event: Callable[[str], None] = lambda line: None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, secrets_dir: str | None = None):
         self.dep = deployment
         self.dir = state_dir
         self.host, self.http_port, self.grpc_port = host, http_port, grpc_port
@@ -59,6 +63,7 @@ class Controller:
         self.fresh = fresh
         self.on_event = on_event
         self.clock = clock
+        self.secrets_dir = secrets_dir  # where secretRef keys are read (ondeck/local/secrets.py)
         self.children: dict[str, list[Child]] = {}
         self.router: Child | None = None
         self.counters = Counters()
@@ -85,8 +90,8 @@ class Controller:
         if self.state is None:
             self.state = self._new_state(now, previous)
         self.state.update(pid=os.getpid(), running=True, updatedAt=now)
-        if self.dep.md.spec.retrain and self.dep.md.spec.retrain.webhook.secret_ref:
-            self._event("retrain.webhook.secretRef names a Kubernetes Secret; ondeck run sends the webhook unsigned")
+        if self.dep.md.spec.retrain and self.dep.md.spec.retrain.webhook.secret_ref and self.secrets_dir is None:
+            self._event("retrain.webhook.secretRef: no --secrets-dir, so retrain requests cannot be signed and are not sent")
         try:
             self._start_servers(self._wanted())
             self._route()
@@ -151,6 +156,7 @@ class Controller:
         state = {
             "name": dep.name, "model": dep.model, "manifest": str(dep.source), "specHash": dep.spec_hash,
             "startedAt": now, "stable": dep.stable, "canary": dep.canary, "steps": dep.steps, "rollout": r,
+            "experiment": None,
             "weights": desired_weights(dep.md.spec, r), "monitor": None, "router": {},
             "variants": {name: {"version": p.version, "package": str(p.path), "running": False, "replicas": [],
                                 "live": {}} for name, p in dep.packages.items()},
@@ -177,18 +183,29 @@ class Controller:
         self.dir.save(self.state)
 
     def _wanted(self) -> list[str]:
-        """The variants that serve: both during a canary, the winner after it."""
+        """The variants that serve: both during a canary, the winner after it; every variant of an
+        A/B test or shadow but those its outcome retired."""
         r = self.state.get("rollout")
         if r and r["phase"] == rollout.HEALTHY:
             return [self.dep.canary]
         if r and r["phase"] == rollout.DEGRADED:
             return [self.dep.stable]
-        return list(self.dep.packages) if not self.dep.canary else [self.dep.stable, self.dep.canary]
+        if not self.dep.canary:
+            retired = ex.retired(self._experiment_state())
+            return [v for v in self.dep.packages if v not in retired]
+        return [self.dep.stable, self.dep.canary]
 
     def _serving(self) -> str:
-        """The variant the monitor watches: the stable one, or the canary once promoted."""
+        """The variant the monitor watches: the stable one, or the canary (the experiment's winner) once promoted."""
         r = self.state.get("rollout")
-        return self.dep.canary if r and r["phase"] == rollout.HEALTHY else self.dep.stable
+        if r and r["phase"] == rollout.HEALTHY:
+            return self.dep.canary
+        return ex.serving(self._experiment_state(), self.dep.stable)
+
+    def _experiment_state(self) -> dict[str, Any] | None:
+        """The A/B test's or shadow's state, if it is of this manifest's variants and versions."""
+        plan, state = experiment_plan(self.dep.md.spec), self.state.get("experiment")
+        return state if plan is not None and ex.same_experiment(plan, state) else None
 
     # --- processes -----------------------------------------------------------------------------------
 
@@ -266,18 +283,25 @@ class Controller:
         now = self.clock()
         commands = self.dir.take_commands()
         self._check_children()
-        self.counters.collect(now, [(name, f"{name}/{c.pid}", c.http_address)
-                                    for name, kids in self.children.items() for c in kids if c.alive() and c.http])
+        plan = experiment_plan(self.dep.md.spec)
+        scraped = [(name, f"{name}/{c.pid}", c.http_address)
+                   for name, kids in self.children.items() for c in kids if c.alive() and c.http]
+        if plan is not None and plan["kind"] == ex.SHADOW and self.router and self.router.alive() and self.router.http:
+            scraped.append((ROUTER, f"router/{self.router.pid}", self.router.http_address))
+        self.counters.collect(now, scraped)
         self.counters.mark(now)
         if self.dep.canary:
             self._rollout(now, commands)
         else:
             for cmd in commands:
                 self._answer(cmd, False, f"{self.dep.name!r} has no canary rollout to {cmd['command']}")
+        if plan is not None:
+            self._experiment(plan, now)
         drift_record = self._watch(now)
         self._deliver(now)
         r = self.state.get("rollout")
         self.counters.keep_marks([now, (r or {}).get("analysis") and r["analysis"]["lastAt"],
+                                  (self.state.get("experiment") or {}).get("lastAt"),
                                   (self.state.get("monitor") or {}).get("lastLook")])
         self._live(now, drift_record)
         self.state["updatedAt"] = now
@@ -300,6 +324,46 @@ class Controller:
             self._answer(cmd, *rollout.answer(cmd["command"], self.dep.steps, before, r, aborting=abort))
         for action in actions:
             self._apply(action, now)
+
+    def _experiment(self, plan: dict[str, Any], now: float) -> None:
+        """The A/B test or shadow (:mod:`ondeck.experiment`) on windows of the scrapes: the servers'
+        feedback counters, the router's comparison counters."""
+        state = self.state.get("experiment")
+        if not ex.same_experiment(plan, state):
+            state = self.state["experiment"] = ex.new_state(plan, now)
+            self._event(state["message"])
+
+        def measure(start: float, end: float) -> dict[str, Any]:
+            if plan["kind"] == ex.AB_TEST:
+                samples = {}
+                for arm in (plan["control"], plan["treatment"]):
+                    samples.update(self.counters.since(start, arm)[1])  # keys carry the variant label
+            else:
+                samples = self.counters.since(start, ROUTER)[1]
+            return ex.window(plan, samples, self.dep.model)
+
+        state, actions = ex.tick(plan, state, now, measure=measure)
+        self.state["experiment"] = state
+        evidence = (state.get("decision") or {}).get("evidence") or {}
+        variant = state["winner"] or plan["treatment"]
+        for action in actions:
+            kind = action["type"]
+            if kind == "setWeights":
+                self.state["weights"] = {**self.state["weights"], **action["weights"]}
+            elif kind in ("promote", "reject"):
+                # Out of the router first, then stopped: the router never sends to a stopping
+                # server (feedback goes to every variant it knows and fails if one is gone).
+                leaving = {name: self.children.pop(name) for name in ex.retired(state) if name in self.children}
+                self._route()
+                for name, kids in leaving.items():
+                    self.children[name] = kids
+                    self._stop_variant(name)
+                self._decide(now, kind, state["message"], evidence, variant)
+            elif kind == "event":
+                if action["reason"] in _EXPERIMENT_DECISIONS:
+                    self._decide(now, _EXPERIMENT_DECISIONS[action["reason"]], action["message"], evidence, variant)
+                elif action["reason"] not in ("ABTestPromoted", "ShadowPromoted", "ShadowRejected"):
+                    self._event(f"{action['reason']}: {action['message']}")
 
     def _measure(self, step: dict[str, Any], run_state: dict[str, Any] | None, start: float, end: float):
         dep = self.dep
@@ -417,7 +481,15 @@ class Controller:
                 self._event(f"retrain webhook {webhook.url} took request {retrain_id}")
         pending = mon.due_retrain(self.state.get("monitor"), now)
         if pending:
-            self._delivery = (pending["id"], self._webhooks.submit(webhooks.post, webhook.url, pending["payload"]))
+            try:  # signed or not sent at all, never unsigned
+                secret = secrets.read(self.secrets_dir, webhook.secret_ref) if webhook.secret_ref else None
+            except secrets.SecretUnavailable as exc:
+                error = f"not sent, cannot sign it (secretRef): {exc}"
+                self.state["monitor"] = mon.delivery_failed(self.state["monitor"], pending["id"], now, error)
+                self._event(f"retrain webhook {webhook.url}: {error}; trying again later")
+                return
+            self._delivery = (pending["id"], self._webhooks.submit(webhooks.post, webhook.url, pending["payload"],
+                                                                   secret=secret))
 
     # --- records -------------------------------------------------------------------------------------
 

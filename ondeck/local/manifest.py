@@ -18,6 +18,8 @@ from ondeck.errors import UserError
 from ondeck.spec.analysis import CanaryAnalyses
 from ondeck.monitor import MonitorSpec
 from ondeck.spec import ModelDeployment, load_manifest
+from ondeck.spec.model import AnalysisTemplate
+from ondeck.spec.templates import TemplateMissing, step_templates
 from ondeck.spec.traffic import rollout_steps, stable_variant
 from ondeck.spec.uri import parse_uri
 
@@ -59,8 +61,13 @@ class LocalDeployment:
         return MonitorSpec.from_spec(self.md.spec, model=self.model, version=pkg.version, created=pkg.created)
 
 
-def load(path: str | Path) -> LocalDeployment:
-    """Parse and check ``path``; :class:`ondeck.spec.SpecError` or :class:`UserError` names the problem."""
+def load(path: str | Path, cluster_templates: dict[str, AnalysisTemplate] | None = None) -> LocalDeployment:
+    """Parse and check ``path``; :class:`ondeck.spec.SpecError` or :class:`UserError` names the problem.
+
+    ``cluster_templates``: what ``clusterScope: true`` references resolve to (``ondeck run
+    --analysis-templates FILE``, the file the operator's flag of that name takes). A missing one stops
+    ``ondeck run`` before anything starts, where the operator pauses the rollout with the same reason.
+    """
     source = Path(path).resolve()
     md = load_manifest(path)
     spec = md.spec
@@ -77,9 +84,12 @@ def load(path: str | Path) -> LocalDeployment:
         if canary.analysis is not None:
             raise UserError(f"{path}: spec.strategy.canary.analysis (background analysis) is not carried out by "
                             "ondeck run yet; use analysis steps")
-        names = {t.template_name for s in canary.steps if s.analysis for t in s.analysis.templates}
-        analyses = CanaryAnalyses({t.name: t for t in spec.analysis.templates if t.name in names} if spec.analysis else {},
-                                  model=md.model_name, classifier=packages[canary.canary_variant].classifier)
+        try:
+            templates = step_templates(spec, cluster_templates or {})
+        except TemplateMissing as exc:
+            hint = "" if cluster_templates else " (ondeck run --analysis-templates FILE gives cluster-wide templates)"
+            raise UserError(f"{path}: spec.strategy.canary.steps: {exc}{hint}") from None
+        analyses = CanaryAnalyses(templates, model=md.model_name, classifier=packages[canary.canary_variant].classifier)
     spec_json = json.dumps(md.model_dump(mode="json", by_alias=True, exclude={"status"}), sort_keys=True)
     return LocalDeployment(
         md=md, source=source, packages=packages, stable=stable, canary=canary.canary_variant if canary else None,

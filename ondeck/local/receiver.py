@@ -1,7 +1,9 @@
 """A retrain-webhook receiver on loopback: what a CI system's hook would be, for the demo and tests.
 
 It answers every ``POST`` with 200 and keeps what it got (path, the retrain id header, the JSON
-body), so a caller can check that each retrain episode arrived exactly once.
+body), so a caller can check that each retrain episode arrived exactly once. Given a ``secret`` it
+checks signatures as a real receiver should (:func:`ondeck.signing.verify` on the raw body): a
+request that fails is answered 401 and kept with ``verified: False`` and the reason.
 """
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ondeck import signing
+
 MAX_BODY = 1 << 20
 
 
 class Receiver:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, secret: bytes | None = None):
+        self.secret = secret
         self.received: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         receiver = self
@@ -32,8 +37,20 @@ class Receiver:
                 except ValueError:
                     self.send_error(400, "expected a JSON body")
                     return
-                receiver._keep({"time": time.time(), "path": self.path, "body": body,
-                                "id": self.headers.get("x-ondeck-retrain-id")})
+                record = {"time": time.time(), "path": self.path, "body": body,
+                          "id": self.headers.get("x-ondeck-retrain-id"),
+                          "signature": self.headers.get(signing.SIGNATURE_HEADER),
+                          "timestamp": self.headers.get(signing.TIMESTAMP_HEADER), "verified": None}
+                if receiver.secret is not None:
+                    try:
+                        signing.verify(receiver.secret, raw, record["signature"], record["timestamp"], now=time.time())
+                        record["verified"] = True
+                    except signing.BadSignature as exc:
+                        record.update(verified=False, error=str(exc))
+                receiver._keep(record)
+                if record["verified"] is False:
+                    self.send_error(401, "bad signature")
+                    return
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", "15")

@@ -15,15 +15,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 from ondeck import windows
+from ondeck.experiment import AB_SERIES, SHADOW_SERIES
 from ondeck.windows import Samples
 
 SCRAPE_TIMEOUT = 2.0
 RECENT_TICKS = 10  # per-tick increases kept for the live view's rates and p99
 
 
+# What the decisions read (ondeck.windows.WANTED), plus what the A/B test and the shadow read: the
+# servers' positive outcomes and the router's comparison counters (ondeck.experiment).
+SCRAPED = (*windows.WANTED, *(s for s in (*AB_SERIES, *SHADOW_SERIES) if s not in windows.WANTED))
+
+
 def scrape(address: str, timeout: float = SCRAPE_TIMEOUT) -> Samples:
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout) as resp:
-        return windows.parse_exposition(resp.read().decode())
+        return windows.parse_exposition(resp.read().decode(), SCRAPED)
 
 
 class Counters:

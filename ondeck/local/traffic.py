@@ -2,8 +2,9 @@
 
 Requests go through the router (``POST /v2/models/<model>/infer``) with an ``x-request-id``; for a
 share of them the true labels are posted back as feedback (``/v2/models/<model>/feedback``), so live
-accuracy exists. Feedback is joined to the prediction by the server that made it, so it goes to
-that variant's server (the router names it in ``x-ondeck-variant``), batched.
+accuracy exists. Feedback is joined to the prediction by the server that made it: it goes, batched
+per variant (the router names it in ``x-ondeck-variant``), to the address ``feedback_to(variant)``
+gives: that variant's server, or the router, which hands it to every variant.
 """
 from __future__ import annotations
 
@@ -45,8 +46,11 @@ class Traffic:
 
     def __init__(self, router: str, model: str, bodies: list[bytes], labels: list[list[int]], *, rate: float,
                  feedback: float = 0.5, feedback_to: Callable[[str], str | None] = lambda variant: None,
-                 threads: int = 4, seed: int = 0, max_requests: int | None = None, prefix: str = "req"):
+                 threads: int = 4, seed: int = 0, max_requests: int | None = None, prefix: str = "req",
+                 headers_for: Callable[[int], dict[str, str]] | None = None):
+        """``headers_for(k)``: extra headers of the k-th request (e.g. a user key for sticky routing)."""
         self.router, self.model = router, model
+        self.headers_for = headers_for
         self.rate, self.feedback, self.feedback_to = rate, feedback, feedback_to
         self.threads, self.max_requests, self.prefix = threads, max_requests, prefix
         self._rows = (bodies, labels)
@@ -98,7 +102,10 @@ class Traffic:
             request_id = f"{self.prefix}-{k}"
             try:
                 conn = conn or http.client.HTTPConnection(*self._host_port(self.router), timeout=CONNECT_TIMEOUT)
-                conn.request("POST", path, bodies[i], {"content-type": "application/json", "x-request-id": request_id})
+                headers = {"content-type": "application/json", "x-request-id": request_id}
+                if self.headers_for is not None:
+                    headers.update(self.headers_for(k))
+                conn.request("POST", path, bodies[i], headers)
                 resp = conn.getresponse()
                 resp.read()
                 status, variant = resp.status, resp.getheader("x-ondeck-variant")

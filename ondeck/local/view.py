@@ -50,6 +50,13 @@ def render(state: dict[str, Any], now: float | None = None, events: int = RECENT
         lines.append(f"rollout   {r['phase']}  step {min(index, len(steps))}/{len(steps)}: {current}  "
                      f"canary weight {r['canaryWeight']}%")
         lines.append(f"          {r['message']}")
+    e = state.get("experiment")
+    if e:
+        kind = f"A/B test on {e.get('metric')}" if e["kind"] == "abTest" else "shadow"
+        lines.append(f"{'a/b' if e['kind'] == 'abTest' else 'shadow':<10}{e['phase']}"
+                     + (f" ({e['outcome']})" if e.get("outcome") else "")
+                     + f"  {kind}: {e['treatment']} against {e['control']}, {e['looks']} look(s)")
+        lines.append(f"          {e['message']}")
     lines.append(f"  {'VARIANT':<12}{'VERSION':<10}{'WEIGHT':>7}{'PROCS':>7}{'REQ/S':>9}{'5XX':>9}{'P99':>10}{'ACC':>8}")
     weights = state.get("weights", {})
     for name, v in state.get("variants", {}).items():

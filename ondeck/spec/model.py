@@ -122,9 +122,15 @@ class Variant(Spec):
 
 
 class TemplateRef(Spec):
-    """A reference to an analysis template in spec.analysis.templates."""
+    """A reference to an analysis template: in spec.analysis.templates, or (clusterScope) a cluster-wide one."""
 
-    template_name: str = Field(max_length=63, pattern=DNS_LABEL, description="Name of a template in spec.analysis.templates.")
+    template_name: str = Field(max_length=63, pattern=DNS_LABEL, description=(
+        "Name of a template in spec.analysis.templates (with clusterScope: of a cluster-wide template)."))
+    # No default (not false): objects stored before this field existed read back unchanged.
+    cluster_scope: bool | None = Field(None, description=(
+        "Look the template up among the cluster-wide templates the operator was given (--analysis-templates, "
+        "the chart's defaultAnalysis) instead of spec.analysis.templates, like Argo Rollouts' "
+        "ClusterAnalysisTemplate references. A missing one pauses the rollout with the reason. Default false."))
 
 
 class AnalysisStep(Spec):
@@ -190,13 +196,19 @@ class AbTest(Spec):
     success_metric: Literal["accuracy", "conversion"] = Field("accuracy", description=(
         "What decides the winner: accuracy (from feedback labels) or conversion (feedback reported as 0/1 outcomes)."))
     promote_winner: bool = Field(False, description="Send all traffic to the winner once the test is decided.")
+    interval: Duration = Field("1m", description="Time between looks at the success metric (each look reads the window since the last).")
+    min_samples: int = Field(100, ge=1, le=100_000_000, description="Trials (joined feedback items) per arm before a winner can be called.")
+    equivalence: float | None = Field(None, gt=0, le=1, description=(
+        "Also end the test when the difference in success rates is shown to lie within +-equivalence (absolute)."))
 
 
 class PromoteOn(Spec):
     """When a shadow variant is good enough to take live traffic."""
 
     min_agreement: float = Field(0.98, ge=0, le=1, description="Fraction of compared requests where shadow and primary agree.")
-    min_samples: int = Field(1000, ge=1, le=100_000_000, description="Compared requests needed before deciding.")
+    min_samples: int = Field(1000, ge=1, le=100_000_000, description=(
+        "Mirrored requests (compared, or failed in the shadow) needed before deciding."))
+    interval: Duration = Field("1m", description="Time between looks at the router's comparison counters.")
 
 
 class Shadow(Spec):
@@ -407,6 +419,8 @@ class ModelDeploymentStatus(Spec):
     rollout: dict[str, Any] | None = Field(None, description=(
         "State of the canary rollout controller (step, weights, analysis runs); the operator renders weights from it."))
     analysis_runs: list[dict[str, Any]] | None = Field(None, description="Recent analysis runs with their measurements and evidence.")
+    experiment: dict[str, Any] | None = Field(None, description=(
+        "State of the A/B test or shadow controller (looks, evidence, winner, outcome); the operator renders weights from it."))
     monitoring: dict[str, Any] | None = Field(None, description=(
         "State of the drift and quality controller on the serving variant: drifting features and their "
         "evidence, live accuracy, staleness forecast, retrain requests and their delivery."))

@@ -57,7 +57,8 @@ def _templates(spec: m.ModelDeploymentSpec) -> set[str]:
 
 
 def _refs_known(refs: list[m.TemplateRef], spec: m.ModelDeploymentSpec) -> bool:
-    return all(r.template_name in _templates(spec) for r in refs)
+    """Refs to the spec's own templates name one; clusterScope refs are the operator's to resolve."""
+    return all(r.cluster_scope or r.template_name in _templates(spec) for r in refs)
 
 
 def _count_set(*values: Any) -> int:
@@ -65,7 +66,8 @@ def _count_set(*values: Any) -> int:
 
 
 _HAS_CANARY = "!has(self.strategy) || !has(self.strategy.canary) || "
-_TEMPLATE_KNOWN = "has(self.analysis) && self.analysis.templates.exists(a, a.name == t.templateName)"
+_TEMPLATE_KNOWN = ("(has(t.clusterScope) && t.clusterScope) || "
+                   "(has(self.analysis) && self.analysis.templates.exists(a, a.name == t.templateName))")
 
 RULES: tuple[Rule, ...] = (
     Rule(m.ModelDeployment,
@@ -106,13 +108,15 @@ RULES: tuple[Rule, ...] = (
          ".strategy.canary.canaryVariant"),
     Rule(m.ModelDeploymentSpec,
          _HAS_CANARY + f"self.strategy.canary.steps.all(s, !has(s.analysis) || s.analysis.templates.all(t, {_TEMPLATE_KNOWN}))",
-         "every analysis step's templateName must name a template in spec.analysis.templates",
+         "every analysis step's templateName must name a template in spec.analysis.templates "
+         "(or set clusterScope: true to use a cluster-wide template)",
          lambda s: _canary(s) is None or all(st.analysis is None or _refs_known(st.analysis.templates, s)
                                              for st in s.strategy.canary.steps),
          ".strategy.canary.steps"),
     Rule(m.ModelDeploymentSpec,
          _HAS_CANARY + f"!has(self.strategy.canary.analysis) || self.strategy.canary.analysis.templates.all(t, {_TEMPLATE_KNOWN})",
-         "every templateName must name a template in spec.analysis.templates",
+         "every templateName must name a template in spec.analysis.templates "
+         "(or set clusterScope: true to use a cluster-wide template)",
          lambda s: _canary(s) is None or s.strategy.canary.analysis is None
          or _refs_known(s.strategy.canary.analysis.templates, s),
          ".strategy.canary.analysis"),

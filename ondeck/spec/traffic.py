@@ -31,16 +31,22 @@ def variant(spec: m.ModelDeploymentSpec, name: str) -> m.Variant:
     return next(v for v in spec.variants if v.name == name)
 
 
-def desired_weights(spec: m.ModelDeploymentSpec, rollout: dict[str, Any] | None = None) -> dict[str, int]:
+def desired_weights(spec: m.ModelDeploymentSpec, rollout: dict[str, Any] | None = None,
+                    experiment: dict[str, Any] | None = None) -> dict[str, int]:
     """Percent of live traffic per variant (every variant named; they add up to 100).
 
     ``rollout`` is the canary rollout controller's state (``status.rollout``, see
     :mod:`ondeck.rollout`); until it has one, a canary gets nothing and the stable variant all.
-    Shadow variants get 0: they only see mirrored requests.
+    ``experiment`` is the A/B or shadow controller's (``status.experiment``, see
+    :mod:`ondeck.experiment`): once it promoted a variant, that variant takes everything.
+    Shadow variants get 0 until then: they only see mirrored requests.
     """
     weights = {v.name: 0 for v in spec.variants}
     canary = spec.strategy.canary if spec.strategy else None
-    if canary and rollout:
+    promoted = _experiment_weights(spec, experiment)
+    if promoted:
+        weights.update(promoted)
+    elif canary and rollout:
         from ondeck.rollout import weights as rollout_weights
 
         weights.update(rollout_weights(rollout))
@@ -54,11 +60,18 @@ def desired_weights(spec: m.ModelDeploymentSpec, rollout: dict[str, Any] | None 
     return weights
 
 
-def retired_variants(spec: m.ModelDeploymentSpec, rollout: dict[str, Any] | None = None) -> set[str]:
-    """Variants a finished canary left without traffic, to be scaled down: the old stable one once
-    the canary is promoted, the canary once it is rolled back."""
+def retired_variants(spec: m.ModelDeploymentSpec, rollout: dict[str, Any] | None = None,
+                     experiment: dict[str, Any] | None = None) -> set[str]:
+    """Variants a finished canary or experiment left without traffic, to be scaled down: the old
+    stable one once the canary is promoted, the canary once it is rolled back; the A/B loser once
+    the winner is promoted; the old primary once a shadow is promoted, the shadow once rejected."""
     from ondeck.rollout import DEGRADED, HEALTHY
 
+    plan = experiment_plan(spec)
+    if plan is not None:
+        from ondeck import experiment as ex
+
+        return ex.retired(experiment) if ex.same_experiment(plan, experiment) else set()
     canary = spec.strategy.canary if spec.strategy else None
     if not canary or not rollout or rollout.get("canaryVariant") != canary.canary_variant:
         return set()
@@ -97,9 +110,50 @@ def router_config(md: m.ModelDeployment, weights: dict[str, int], endpoints: End
         config["rules"] = [r.model_dump(exclude_none=True) for r in strategy.ab_test.rules if r.variant in names]
         if strategy.ab_test.sticky:
             config["sticky"] = strategy.ab_test.sticky.model_dump(exclude_none=True)
-    if strategy and strategy.shadow and strategy.shadow.variant in names:
+    # A shadow stops being mirrored to once it is retired (rejected: no endpoints) or promoted (it
+    # has live traffic now, and a shadow with a weight is not a shadow).
+    if strategy and strategy.shadow and strategy.shadow.variant in names and not weights.get(strategy.shadow.variant):
         config["shadow"] = {"variant": strategy.shadow.variant, "fraction": strategy.shadow.fraction}
     return RouterConfig.from_dict(config)
+
+
+def experiment_plan(spec: m.ModelDeploymentSpec) -> dict[str, Any] | None:
+    """What :mod:`ondeck.experiment` decides for this spec, or None when there is nothing to decide
+    (no abTest, or a shadow without ``promoteOn``).
+
+    The control is the first variant (the one serving today); the treatment is the shadow, or the
+    first other variant of an A/B test (further variants are served but not judged).
+    """
+    strategy = spec.strategy
+    if strategy is None or not (strategy.ab_test or (strategy.shadow and strategy.shadow.promote_on)):
+        return None
+    control = stable_variant(spec)
+    treatment = challenger(spec)
+    if treatment is None:
+        return None
+    plan: dict[str, Any] = {"control": control.name, "controlVersion": control.version,
+                            "treatment": treatment.name, "treatmentVersion": treatment.version}
+    if strategy.ab_test:
+        ab = strategy.ab_test
+        policy: dict[str, Any] = {"min_samples": ab.min_samples}
+        if ab.equivalence is not None:
+            policy["equivalence"] = ab.equivalence
+        plan.update(kind="abTest", metric=ab.success_metric, promoteWinner=ab.promote_winner,
+                    interval=m.seconds(ab.interval), policy=policy)
+    else:
+        on = strategy.shadow.promote_on
+        plan.update(kind="shadow", minAgreement=on.min_agreement, minSamples=on.min_samples,
+                    interval=m.seconds(on.interval))
+    return plan
+
+
+def _experiment_weights(spec: m.ModelDeploymentSpec, experiment: dict[str, Any] | None) -> dict[str, int] | None:
+    if not experiment:
+        return None
+    from ondeck import experiment as ex
+
+    plan = experiment_plan(spec)
+    return ex.weights(experiment) if plan is not None and ex.same_experiment(plan, experiment) else None
 
 
 def rollout_steps(canary: m.Canary) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ def render_httproute(md: m.ModelDeployment, ctx: Context) -> dict[str, Any]:
                                         "name": r.header, "value": r.exact if r.exact is not None else r.regex}]}],
               "backendRefs": [backend(r.variant)]} for r in _header_rules(md)]
     split: dict[str, Any] = {"backendRefs": [backend(name, weight) for name, weight in ctx.weights.items()]}
-    shadow = md.spec.strategy.shadow if md.spec.strategy else None
+    shadow = _mirrored(md, ctx)
     if shadow:
         split["filters"] = [{"type": "RequestMirror", "requestMirror": {
             "backendRef": backend(shadow.variant), "percent": round(shadow.fraction * 100)}}]
@@ -51,7 +51,7 @@ def render_virtualservice(md: m.ModelDeployment, ctx: Context) -> dict[str, Any]
                "route": [{"destination": destination(r.variant)}]} for r in _header_rules(md)]
     split: dict[str, Any] = {"route": [{"destination": destination(name), "weight": weight}
                                        for name, weight in ctx.weights.items()]}
-    shadow = md.spec.strategy.shadow if md.spec.strategy else None
+    shadow = _mirrored(md, ctx)
     if shadow:
         split["mirror"] = destination(shadow.variant)
         split["mirrorPercentage"] = {"value": shadow.fraction * 100}
@@ -69,3 +69,12 @@ def render_virtualservice(md: m.ModelDeployment, ctx: Context) -> dict[str, Any]
 def _header_rules(md: m.ModelDeployment) -> list[m.HeaderRule]:
     strategy = md.spec.strategy
     return strategy.ab_test.rules if strategy and strategy.ab_test else []
+
+
+def _mirrored(md: m.ModelDeployment, ctx: Context) -> m.Shadow | None:
+    """The shadow to mirror to, as the router decides it (ondeck.spec.traffic.router_config): none once
+    the shadow was promoted (it has live weight) or rejected (retired, scaled to zero)."""
+    shadow = md.spec.strategy.shadow if md.spec.strategy else None
+    if shadow is None or ctx.weights.get(shadow.variant) or shadow.variant in ctx.retired:
+        return None
+    return shadow

@@ -16,6 +16,7 @@ import httptools
 import orjson
 
 from ondeck.serving.router.compare import CompareError, Predictions, from_json
+from ondeck.serving.router.feedback import FeedbackFanout, fanout_request, is_feedback
 from ondeck.serving.router.forward import Exchange, VariantDown, VariantRuntime
 from ondeck.serving.router.upstream import Endpoint, HttpResponse, UpstreamError
 
@@ -116,6 +117,9 @@ class ClientConnection(asyncio.Protocol):
                 status, content_type, payload = self.router.admin(req.method.decode(), path.decode("latin-1"))
                 self.respond(status, [(b"content-type", content_type)], payload, None, req)
                 self.next_request()
+                return
+            if path.endswith(b"/feedback") and is_feedback(req.method, path):  # one bytes check per request
+                FeedbackFanout(self, req, fanout_request(_upstream_request(req))).start()
                 return
             Proxied(self, req, path).start()
         except Exception as exc:  # noqa: BLE001 - a router bug must cost one request, not the connection

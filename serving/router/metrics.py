@@ -26,6 +26,10 @@ SERIES: dict[str, tuple[str, tuple[str, ...], str, tuple[float, ...]]] = {
     "ondeck_router_endpoint_ejections_total": ("counter", _V + ("endpoint",), "passive health ejections", ()),
     "ondeck_router_weight": ("gauge", _V, "current weight, percent", ()),
     "ondeck_router_config_reloads_total": ("counter", ("result",), "config reloads (summed over worker processes)", ()),
+    "ondeck_router_feedback_requests_total": ("counter", ("model", "code"),
+                                              "feedback requests answered (each sent to every primary variant)", ()),
+    "ondeck_router_feedback_items_total": ("counter", ("model", "result"),
+                                           "feedback items by result: matched, duplicate, unmatched (by no variant)", ()),
     "ondeck_shadow_requests_total": ("counter", _P + ("outcome",), "mirrored requests", ()),
     "ondeck_shadow_agreement_total": ("counter", _P, "compared pairs where both predicted the same class", ()),
     "ondeck_shadow_abs_diff": ("histogram", _P, "|primary score - shadow score| per compared pair", ABS_DIFF_BUCKETS),
@@ -72,6 +76,13 @@ class RouterMetrics:
 
     def reloaded(self, ok: bool) -> None:
         self._inc("ondeck_router_config_reloads_total", ("ok" if ok else "error",))
+
+    def feedback_answered(self, code: int) -> None:
+        self._inc("ondeck_router_feedback_requests_total", (self.model, str(code)))
+
+    def feedback_items(self, matched: int, duplicates: int, unmatched: int) -> None:
+        for result, n in (("matched", matched), ("duplicate", duplicates), ("unmatched", unmatched)):
+            self._inc("ondeck_router_feedback_items_total", (self.model, result), float(n))
 
     def shadow(self, primary: str, shadow: str, outcome: str) -> None:
         self._inc("ondeck_shadow_requests_total", (self.model, primary, shadow, outcome))

@@ -63,13 +63,19 @@ class HttpConnection(asyncio.Protocol):
     a good part of a Python proxy's per-request cost.
     """
 
-    def __init__(self, endpoint: "Endpoint"):
+    def __init__(self, endpoint: "Endpoint", loop: asyncio.AbstractEventLoop):
         self.endpoint = endpoint
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.open = False
         self._done: Done | None = None
+        # One timer per connection, re-armed only when it fires, instead of a call_later and a cancel per
+        # request (~3 us on uvloop; ~4 us of router CPU per request in the benchmark): a request moves the deadline.
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._armed_at = 0.0
+        self._timeout = 0.0
         self._answered = False  # any byte of the answer seen: from then on a failure is not retryable
         self._head = False
         self._headers: list[tuple[bytes, bytes]] = []
@@ -82,8 +88,17 @@ class HttpConnection(asyncio.Protocol):
     def request(self, data: bytes, head: bool, timeout: float, done: Done) -> None:
         self._done = done
         self._answered, self._head, self._headers, self._body = False, head, [], []
-        self._timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, timeout)
+        self._timeout = timeout
+        self._deadline = deadline = self.loop.time() + timeout
+        if self._timer is None or deadline < self._armed_at:  # none, or set for a longer timeout than this one's
+            self._arm(deadline)
         self.transport.write(data)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed_at = when
+        self._timer = self.loop.call_at(when, self._check_deadline)
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.Transport) -> None:
@@ -99,6 +114,9 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
+        if self._timer is not None:  # do not keep a closed connection alive until its timer fires
+            self._timer.cancel()
+            self._timer = None
         if self._done is not None:
             if self._answered:
                 self._fail(UpstreamError("connect", "connection closed in the middle of the answer", retryable=False))
@@ -122,21 +140,28 @@ class HttpConnection(asyncio.Protocol):
 
     def _complete(self, keep_alive: bool) -> None:
         done, self._done = self._done, None
-        self._timer.cancel()
         if not keep_alive:
             self.open = False
             self.transport.close()
         self.endpoint.release(self)
         done(HttpResponse(self.parser.get_status_code(), self._headers, b"".join(self._body)), None)
 
-    def _timed_out(self, timeout: float) -> None:
-        self._fail(UpstreamError("timeout", f"no answer within {timeout:g}s", retryable=False))
+    def _check_deadline(self) -> None:
+        """The timer fired: fail the request in flight if its deadline has passed, else wait for it."""
+        self._timer = None
+        if self._done is None:  # idle: the next request arms a new timer
+            return
+        if self.loop.time() >= self._deadline - 0.001:  # the loop's clock has millisecond steps
+            self._fail(UpstreamError("timeout", f"no answer within {self._timeout:g}s", retryable=False))
+        else:  # a later request's deadline
+            self._arm(self._deadline)
 
     def _fail(self, error: UpstreamError) -> None:
         done, self._done = self._done, None
         self.open = False
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         self.transport.close()
         if done is not None:
             done(None, error)
@@ -185,12 +210,12 @@ class Endpoint:
 
     async def _connect_and_send(self, data: bytes, head: bool, connect_timeout: float, timeout: float, done: Done) -> None:
         host, _, port = self.http.rpartition(":")
+        loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                asyncio.get_running_loop().create_connection(lambda: HttpConnection(self), host.strip("[]"), int(port)),
-                connect_timeout)
+                loop.create_connection(lambda: HttpConnection(self, loop), host.strip("[]"), int(port)), connect_timeout)
         except (OSError, asyncio.TimeoutError) as exc:
-            done(None, UpstreamError("connect", f"cannot connect to {self.http}: {exc or 'timed out'}", retryable=True))
+            done(None, UpstreamError("connect", f"cannot connect to {self.http}: {str(exc) or 'timed out'}", retryable=True))
             return
         conn.request(data, head, timeout, done)
 

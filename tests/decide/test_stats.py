@@ -99,7 +99,7 @@ def test_the_confidence_sequence_shrinks_with_data_and_widens_with_confidence():
 
 
 def test_decision_code_is_pure():
-    allowed = {"__future__", "math", "dataclasses", "typing", "numpy", "scipy", "ondeck"}
+    allowed = {"__future__", "math", "statistics", "dataclasses", "typing", "numpy", "scipy", "ondeck"}
     for path in DECIDE.glob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
@@ -129,3 +129,21 @@ def test_decision_code_is_pure():
 def test_malformed_policies_and_windows_name_the_field(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_distribution_functions_match_scipy_stats():
+    """The decision code avoids importing scipy.stats (memory in the operator); its own functions
+    must give scipy.stats' answers."""
+    from scipy import stats as st
+
+    from ondeck.decide import stats as s
+
+    for df in (1, 3, 9):
+        assert s.chi2_quantile(0.95, df) == pytest.approx(st.chi2.ppf(0.95, df), rel=1e-9)
+        for stat in (0.5, 3.0, 20.0, 80.0):
+            assert s.chi2_tail(stat, df) == pytest.approx(st.chi2.sf(stat, df), rel=1e-9, abs=1e-15)
+            for nc in (0.5, 5.0, 40.0):
+                assert s.chi2_tail(stat, df, nc) == pytest.approx(st.ncx2.sf(stat, df, nc), abs=1e-9)
+    for z in (-3.0, -0.5, 0.0, 1.2, 4.0):
+        assert s.normal_tail(z) == pytest.approx(st.norm.sf(z), rel=1e-9)
+    assert s.normal_quantile(0.95) == pytest.approx(st.norm.ppf(0.95), rel=1e-12)

@@ -224,15 +224,18 @@ class Scenario:
                  READY_TIMEOUT, 0.5, "prometheus scraping the servers and the router")
         return self
 
-    def send(self, *, drifted: bool = False, seed: int = 11) -> Traffic:
-        """Start bounded traffic through the router (with feedback labels for half the requests)."""
+    def send(self, *, drifted: bool = False, seed: int = 11, feedback: float = 0.5, via_router: bool = False,
+             headers_for: Callable[[int], dict[str, str]] | None = None) -> Traffic:
+        """Start bounded traffic through the router (with feedback labels for ``feedback`` of the
+        requests, posted to the server that answered, or ``via_router`` to the router)."""
         package = self.examples / "churn" / "v1"
         shift = {"monthly_charges": 1.0} if drifted else None
         bodies, labels = churn_requests(package, 500, rows=ROWS, seed=seed, shift=shift)
         if self.traffic is None:
-            self.traffic = Traffic(self.router.http_address, "churn", bodies, labels, rate=RATE, feedback=0.5,
-                                   feedback_to=self._feedback_to, max_requests=int(RATE * MAX_SECONDS),
-                                   prefix=self.namespace).start()
+            feedback_to = (lambda variant: self.router.http_address) if via_router else self._feedback_to
+            self.traffic = Traffic(self.router.http_address, "churn", bodies, labels, rate=RATE, feedback=feedback,
+                                   feedback_to=feedback_to, max_requests=int(RATE * MAX_SECONDS),
+                                   prefix=self.namespace, headers_for=headers_for).start()
         else:
             self.traffic.use(bodies, labels)
         return self.traffic

@@ -145,11 +145,16 @@ def test_prometheus_stopped_mid_rollout_pauses_and_never_promotes(scenario, exam
 
 
 def test_drift_raises_the_condition_and_calls_the_webhook_once(scenario, examples_dir):
-    with Receiver() as receiver:
+    key = b"e2e-retrain-signing-key"
+    with Receiver(secret=key) as receiver:  # answers 401 to a request not signed with this key
         md = manifest("churn", examples_dir, canary=None,
                       monitoring={"drift": {"interval": "5s", "minEffect": 0.1}, "feedback": {"enabled": True}},
-                      retrain={"webhook": {"url": f"{receiver.url}/retrain"}})
+                      retrain={"webhook": {"url": f"{receiver.url}/retrain",
+                                           "secretRef": {"name": "retrain-signing", "key": "hmac"}}})
         s = scenario(md)
+        created = s.kubectl("-n", s.namespace, "create", "secret", "generic", "retrain-signing",
+                            f"--from-literal=hmac={key.decode()}")
+        assert created.returncode == 0, created.stderr
         s.send()
         clean = wait_for(lambda: (s.status().get("monitoring") or {}).get("columns") and s.status(), 60, 0.5,
                          "a first clean look")
@@ -159,6 +164,7 @@ def test_drift_raises_the_condition_and_calls_the_webhook_once(scenario, example
         condition = next(c for c in drifted["conditions"] if c["type"] == "DriftDetected")
         assert "monthly_charges" in condition["message"]
         [call] = wait_for(receiver.requests, 30, 0.2, "the retrain webhook")
+        assert call["verified"] is True, call  # signed by the operator with the Secret's key
         assert call["body"]["model"] == "churn" and call["body"]["version"] == "v1"
         assert "monthly_charges" in call["body"]["evidence"]["drift"] and call["id"] == call["body"]["id"]
         looked = drifted["monitoring"]["lastLook"]

@@ -222,7 +222,8 @@ def test_install_bundle_applies_and_its_rbac_is_enough_and_no_more(md_crd, k8s_n
 
     sa = "system:serviceaccount:ondeck-system:ondeck"
     for verb, resource, allowed in (("patch", "deployments.apps", "yes"), ("patch", "modeldeployments.ondeck.io/status", "yes"),
-                                    ("get", "secrets", "no"), ("delete", "pods", "no"), ("create", "modeldeployments.ondeck.io", "no")):
+                                    ("get", "secrets", "yes"), ("list", "secrets", "no"), ("watch", "secrets", "no"),
+                                    ("delete", "pods", "no"), ("create", "modeldeployments.ondeck.io", "no")):
         out = cluster.kubectl("auth", "can-i", verb, resource, "--as", sa, "-n", ns, check=False).stdout.strip()
         assert out == allowed, (verb, resource, out)
 

@@ -162,3 +162,153 @@ def test_prometheus_errors_and_outages_are_unavailable(prometheus_api):
         Prometheus(url).query("bad(", at=1.0)
     with pytest.raises(PrometheusUnavailable, match="unreachable"):
         Prometheus(f"http://127.0.0.1:{free_port()}", timeout=2).query("up", at=1.0)
+
+
+# --- A/B tests and shadows (operator/experiments.py) ------------------------------------------------
+
+from ondeck.operator.experiments import ExperimentController  # noqa: E402
+from ondeck.operator.rollout_commands import render  # noqa: E402
+from ondeck.spec.traffic import desired_weights, retired_variants, router_config  # noqa: E402
+
+
+def experiment_md(examples_dir, strategy, second="v2", **spec):
+    return parse_manifest({"apiVersion": "ondeck.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "churn"},
+                           "spec": {"model": {"name": "churn"}, "strategy": strategy, **spec, "variants": [
+                               {"name": "a", "version": "v1", "uri": (examples_dir / "churn" / "v1").as_uri()},
+                               {"name": "b", "version": second, "uri": (examples_dir / "churn" / second).as_uri()}]}})
+
+
+AB_STRATEGY = {"abTest": {"sticky": {"header": "x-user-id"}, "promoteWinner": True, "interval": "5s", "minSamples": 100}}
+SHADOW_STRATEGY = {"shadow": {"variant": "b", "fraction": 0.5,
+                              "promoteOn": {"minAgreement": 0.9, "minSamples": 500, "interval": "5s"}}}
+
+
+class FakeCounters:
+    """Prometheus answering increases of the experiment's series: ``{(name, labels...): value}`` per window."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.down = False
+        self.asked = []
+
+    def increase(self, match, start, end, metrics=WANTED):
+        self.asked.append((match, tuple(metrics)))
+        if self.down:
+            raise PrometheusUnavailable("http://prometheus:9090 unreachable: connection refused")
+        return {(name, tuple(sorted({**dict(labels), **match}.items()))): v
+                for (name, labels), v in self.rows.items() if name in metrics}
+
+
+def ticks(controller, md, n, state=None, start=1000.0, every=5.0):
+    events, rerender = [], False
+    for i in range(n):
+        result = controller.tick(md, "ns", state, start + i * every)
+        state, events, rerender = result.state, events + result.events, rerender or result.rerender
+    return state, events, rerender
+
+
+def ab_rows(a, b):
+    rows = {}
+    for arm, (total, correct) in {"a": a, "b": b}.items():
+        rows[("ondeck_feedback_total", (("model", "churn"), ("variant", arm)))] = total
+        rows[("ondeck_feedback_correct_total", (("model", "churn"), ("variant", arm)))] = correct
+    return FakeCounters({(name, labels): v for (name, labels), v in rows.items()})
+
+
+def test_ab_winner_is_promoted_and_the_router_sends_it_everything(examples_dir):
+    md = experiment_md(examples_dir, AB_STRATEGY)
+    prom = ab_rows(a=(1000, 850), b=(1000, 900))
+    state, events, rerender = ticks(ExperimentController(prom), md, 4)
+    assert state["outcome"] == "promoted" and state["winner"] == "b" and rerender
+    assert prom.asked[0] == ({"namespace": "ns", "model": "churn"}, ("ondeck_feedback_total", "ondeck_feedback_correct_total"))
+    assert [r for _, r, _ in events] == ["ExperimentStarted", "ABTestPromoted"]
+    assert desired_weights(md.spec) == {"a": 50, "b": 50}  # before: the even split
+    assert desired_weights(md.spec, None, state) == {"a": 0, "b": 100}
+    assert retired_variants(md.spec, None, state) == {"a"}
+    config = router_config(md, desired_weights(md.spec, None, state),
+                           lambda v: [] if v == "a" else [{"http": "127.0.0.1:1"}]).to_dict()
+    assert [(v["name"], v["weight"]) for v in config["variants"]] == [("b", 100)] and "fallback" not in config
+    text = "\n".join(render({"metadata": {"namespace": "ns", "name": "churn"}, "spec": {},
+                             "status": {"phase": "Healthy", "message": state["message"], "experiment": state}}))
+    assert "A/B test on accuracy: b (v2) against a (v1): Healthy, promoted" in text
+    assert "b: 900 successes of 1000 trials, rate 0.9000" in text and "lift +5.88%" in text
+
+
+def test_ab_state_of_other_versions_moves_no_traffic(examples_dir):
+    state, _, _ = ticks(ExperimentController(ab_rows(a=(1000, 850), b=(1000, 900))),
+                        experiment_md(examples_dir, AB_STRATEGY), 4)
+    newer = experiment_md(examples_dir, AB_STRATEGY, second="v2-bad")
+    assert desired_weights(newer.spec, None, state) == {"a": 50, "b": 50} and retired_variants(newer.spec, None, state) == set()
+    again, events, rerender = ticks(ExperimentController(ab_rows(a=(0, 0), b=(0, 0))), newer, 1, state=state)
+    assert again["phase"] == "Progressing" and again["treatmentVersion"] == "v2-bad" and rerender
+    assert [r for _, r, _ in events] == ["ExperimentStarted"]
+
+
+def test_experiment_without_prometheus_or_with_it_down_never_concludes(examples_dir):
+    md = experiment_md(examples_dir, AB_STRATEGY)
+    state, events, _ = ticks(ExperimentController(None), md, 5)
+    assert state["phase"] == "Progressing" and "no --prometheus-url" in state["message"]
+    prom = ab_rows(a=(1000, 850), b=(1000, 900))
+    prom.down = True
+    state, events, _ = ticks(ExperimentController(prom), md, 5)
+    assert state["phase"] == "Progressing" and "unreachable" in state["message"]
+    assert ("Warning", "ExperimentInconclusive") in [(k, r) for k, r, _ in events]
+
+
+def shadow_rows(compared, agreed, timeouts=0):
+    base = (("model", "churn"), ("primary", "a"), ("shadow", "b"))
+    return FakeCounters({("ondeck_shadow_requests_total", base + (("outcome", "compared"),)): compared,
+                         ("ondeck_shadow_requests_total", base + (("outcome", "timeout"),)): timeouts,
+                         ("ondeck_shadow_agreement_total", base): agreed})
+
+
+def test_agreeing_shadow_is_promoted_and_mirroring_stops(examples_dir):
+    md = experiment_md(examples_dir, SHADOW_STRATEGY)
+    prom = shadow_rows(compared=200, agreed=190)
+    state, events, rerender = ticks(ExperimentController(prom), md, 4)
+    assert state["outcome"] == "promoted" and state["winner"] == "b" and rerender
+    assert prom.asked[0][1] == ("ondeck_shadow_requests_total", "ondeck_shadow_agreement_total")
+    weights = desired_weights(md.spec, None, state)
+    assert weights == {"a": 0, "b": 100} and retired_variants(md.spec, None, state) == {"a"}
+    before = router_config(md, desired_weights(md.spec), lambda v: [{"http": "127.0.0.1:1"}]).to_dict()
+    assert before["shadow"]["variant"] == "b"
+    after = router_config(md, weights, lambda v: [] if v == "a" else [{"http": "127.0.0.1:1"}]).to_dict()
+    assert "shadow" not in after and [(v["name"], v["weight"]) for v in after["variants"]] == [("b", 100)]
+
+
+def test_disagreeing_or_failing_shadow_is_rejected_and_retired(examples_dir):
+    md = experiment_md(examples_dir, SHADOW_STRATEGY, second="v2-bad")
+    state, events, rerender = ticks(ExperimentController(shadow_rows(compared=150, agreed=140, timeouts=50)), md, 4)
+    assert state["outcome"] == "rejected" and rerender
+    assert ("Warning", "ShadowRejected") in [(k, r) for k, r, _ in events]
+    assert state["looks"] == 3 and state["decision"]["evidence"]["timeouts"] == 150  # 600 samples at the third look
+    assert desired_weights(md.spec, None, state) == {"a": 100, "b": 0}
+    assert retired_variants(md.spec, None, state) == {"b"}
+    config = router_config(md, desired_weights(md.spec, None, state),
+                           lambda v: [] if v == "b" else [{"http": "127.0.0.1:1"}]).to_dict()
+    assert "shadow" not in config and [v["name"] for v in config["variants"]] == ["a"]
+
+
+def test_shadow_without_promote_on_has_nothing_to_decide(examples_dir):
+    md = experiment_md(examples_dir, {"shadow": {"variant": "b", "fraction": 0.5}})
+    state, events, rerender = ticks(ExperimentController(shadow_rows(100, 100)), md, 3)
+    assert state is None and events == [] and not rerender
+
+
+def test_status_follows_the_experiment_and_names_the_promoted_version(examples_dir):
+    from ondeck.operator import status as st
+
+    md = experiment_md(examples_dir, SHADOW_STRATEGY)
+    running, _, _ = ticks(ExperimentController(shadow_rows(compared=100, agreed=95)), md, 2)
+    status = st.compute(md, generation=1, weights={"a": 100, "b": 0}, problems=[], deployments={},
+                        previous={"experiment": running}, now="2030-01-01T00:00:00Z")
+    assert status["phase"] == "Progressing" and "too few samples" in status["message"]
+    assert (status["stableVersion"], status["canaryVersion"]) == ("v1", "v2")
+    done, _, _ = ticks(ExperimentController(shadow_rows(compared=300, agreed=290)), md, 3)
+    status = st.compute(md, generation=1, weights={"a": 0, "b": 100}, problems=[], deployments={},
+                        previous={"experiment": done}, now="2030-01-01T00:00:00Z")
+    assert status["phase"] == "Healthy" and "promoted to primary" in status["message"]
+    assert status["stableVersion"] == "v2" and status["canaryVersion"] is None
+    problem = st.compute(md, generation=1, weights={}, problems=[st.Problem("ApplyFailed", "boom")], deployments={},
+                         previous={"experiment": done}, now="2030-01-01T00:00:00Z")
+    assert problem["phase"] == "Degraded"  # a problem still wins over the experiment's summary

@@ -155,3 +155,25 @@ def test_the_rollout_state_moves_the_router():
     config = next(o for o in kube.applied if o["kind"] == "ConfigMap")["data"]["router.yaml"]
     assert "weight: 30" in config and "weight: 70" in config
     assert kube.statuses[-1]["phase"] == "Paused" and kube.statuses[-1]["canaryWeight"] == 30
+
+
+def test_a_controller_rerender_applies_only_what_changed_and_patches_only_changed_fields():
+    kube = FakeKube()
+    kube.patch_status_fields = lambda namespace, name, fields: kube.statuses.append({"fields": fields})
+    r = Reconciler(kube, image="img")
+    r.reconcile(body(), prune=False)
+    kube.applied.clear()
+    kube.statuses.clear()
+    state = {"stableVariant": "stable", "canaryVariant": "canary", "canaryWeight": 10, "phase": "Progressing",
+             "stepIndex": 1}
+    r.controller_update("ns", "churn", {"rollout": state}, rerender=True)
+    assert [(o["kind"], o["metadata"]["name"]) for o in kube.applied] == [("ConfigMap", "churn-router")]
+    merge, fields = kube.statuses
+    assert set(merge) <= {"weights", "canaryWeight", "conditions", "phase", "message"}, merge
+    assert merge["canaryWeight"] == 10 and fields == {"fields": {"rollout": state}}
+    kube.applied.clear()
+    kube.statuses.clear()
+    r.controller_update("ns", "churn", {"rollout": state}, rerender=True)  # the same state again
+    assert kube.applied == [] and kube.statuses == []
+    r.reconcile(body(), prune=False)  # a full pass applies everything: it repairs hand edits
+    assert len(kube.applied) == 7

@@ -236,9 +236,36 @@ def test_install_bundle_grants_exactly_the_verbs_table():
     verbs = {v for r in RBAC_RULES for v in r["verbs"]}
     assert verbs <= {"get", "list", "watch", "create", "patch", "update", "delete"}
     assert not any("*" in r["verbs"] or "*" in r["resources"] for r in RBAC_RULES)
-    assert not any("secrets" in r["resources"] or "pods" in r["resources"] for r in RBAC_RULES)
+    assert not any("pods" in r["resources"] for r in RBAC_RULES)
+    # Secrets: read one by name (the retrain webhook's signing key), never listed or watched.
+    assert [r["verbs"] for r in RBAC_RULES if "secrets" in r["resources"]] == [["get"]]
     pod = objs["Deployment"]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "ondeck"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
     assert objs["Namespace"]["metadata"]["name"] == "ondeck-system"
+
+
+@pytest.mark.parametrize("outcome, weights, retired", [
+    ("promoted", {"stable": 0, "canary": 100}, ["stable"]),
+    ("rejected", None, ["canary"]),
+])
+def test_mesh_routes_stop_mirroring_a_decided_shadow(outcome, weights, retired):
+    from ondeck import experiment as ex
+    from ondeck.spec.traffic import experiment_plan, retired_variants
+
+    d = with_provider(no_strategy(strategy={"shadow": {"variant": "canary", "fraction": 0.2, "promoteOn": {"minSamples": 10}}}), "istio")
+    md = parse_manifest(d)
+    experiment = {**ex.new_state(experiment_plan(md.spec), 0.0), "phase": "Healthy", "outcome": outcome,
+                  "winner": "canary" if weights else None, "weights": weights, "retired": retired}
+    ctx = Context(namespace="ns", uid="uid-1", image="img:1", weights=desired_weights(md.spec, None, experiment),
+                  served={"VirtualService": "v1beta1", "HTTPRoute": "v1"},
+                  retired=frozenset(retired_variants(md.spec, None, experiment)))
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in render(md, ctx)}
+    (route,) = objs["VirtualService", "churn"]["spec"]["http"]
+    assert "mirror" not in route and "mirrorPercentage" not in route
+    assert router_config(objs).shadow is None  # the router agrees
+    d = with_provider(no_strategy(strategy={"shadow": {"variant": "canary", "fraction": 0.2, "promoteOn": {"minSamples": 10}}}), "gatewayAPI")
+    md = parse_manifest(d)
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in render(md, ctx)}
+    assert "filters" not in objs["HTTPRoute", "churn"]["spec"]["rules"][-1]

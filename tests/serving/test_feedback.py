@@ -90,3 +90,22 @@ def test_regressor_absolute_error(start_server, regressor):
     assert sample(m, "ondeck_feedback_absolute_error_total") == pytest.approx(float(np.abs(preds - truths).sum()), rel=1e-5)
     status, err = server.json("POST", "/v2/models/price/feedback", {"items": [{"id": "r", "truth": "high"}]})
     assert status == 400 and "predicts a number" in err["error"]
+
+
+def test_conversions_and_fanned_out_copies(start_server, churn_rows):
+    """Positive outcomes (truth class 1) are counted for conversion A/B tests; a router's fanned-out
+    copy (x-ondeck-feedback-fanout) leaves unmatched ids to the router."""
+    server = start_server()
+    server.model = "churn"
+    rows, _ = churn_rows
+    for i in range(6):
+        infer(server, rows[i:i + 1], f"c-{i}")
+    items = [{"id": f"c-{i}", "truth": int(i % 3 == 0)} for i in range(6)] + [{"id": "elsewhere", "truth": 1}]
+    status, out = server.json("POST", "/v2/models/churn/feedback", {"items": items},
+                              headers={"x-ondeck-feedback-fanout": "1", "content-type": "application/json"})
+    assert status == 200 and out == {"matched": 6, "unmatched": 1, "duplicates": 0}
+    m = server.metrics()
+    assert sample(m, "ondeck_feedback_total") == 6 and sample(m, "ondeck_feedback_positive_total") == 2
+    assert sample(m, "ondeck_feedback_unmatched_total") == 0  # the router counts it, once, not every variant
+    server.json("POST", "/v2/models/churn/feedback", {"items": [{"id": "nowhere", "truth": 0}]})
+    assert sample(server.metrics(), "ondeck_feedback_unmatched_total") == 1  # sent directly: counted here

@@ -51,7 +51,8 @@ app.kubernetes.io/component: operator
 {{/*
 What the operator does, and nothing more: the same rules as manifests/install.yaml, which
 scripts/gen-crd writes from ondeck.operator.kube.RBAC_RULES (tests/observe checks they agree).
-Apply = create + patch, prune = list + delete; Deployments are watched for readiness.
+Apply = create + patch, prune = list + delete; Deployments are watched for readiness; Secrets
+are only read by name (get), for the retrain webhook's signing key, never listed or watched.
 */}}
 {{- define "ondeck.rbacRules" -}}
 - apiGroups: [apps]
@@ -87,4 +88,7 @@ Apply = create + patch, prune = list + delete; Deployments are watched for readi
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
 {{- end }}
