@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import wait_for
+from tests.helpers import stop_process, wait_for
 from tests.observe.conftest import Helm
 from tests.observe.sources import CHART, REPO
 
@@ -92,12 +92,7 @@ def test_chart_installs_and_its_operator_reconciles_an_example(k8s_cluster, inst
         variants = [v["name"] for v in md["spec"]["variants"]]
         assert sorted(d["metadata"]["name"] for d in owned) == sorted([name] + [f"{name}-{v}" for v in variants])
     finally:
-        operator.terminate()
-        try:
-            operator.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait(timeout=10)
+        stop_process(operator)
         request.node.add_report_section("call", "operator log", log.read_text()[-6000:])
     text = log.read_text()
     assert "Forbidden" not in text and " 403" not in text, text[-3000:]

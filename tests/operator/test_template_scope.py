@@ -20,7 +20,7 @@ from ondeck.operator.rolling import CanaryController
 from ondeck.spec import SpecError, parse_manifest
 from ondeck.spec import templates
 from ondeck.spec.model import AnalysisTemplate
-from tests.helpers import wait_for
+from tests.helpers import stop_process, wait_for
 from tests.operator.conftest import ROOT, apply, get
 from tests.operator.manifests import base
 from tests.operator.test_controllers import FakePrometheus, run
@@ -184,11 +184,6 @@ def test_the_operator_resolves_cluster_scope_refs_from_its_templates_file(md_crd
         lost_rollout = get(cluster, ns, "md", "lost")["status"]["rollout"]
         assert lost_rollout["phase"] != "Healthy" and lost_rollout["stepIndex"] == 1  # held at the analysis step
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         request.node.add_report_section("call", "operator log", log.read_text()[-8000:])
     assert "Traceback" not in log.read_text()
