@@ -30,6 +30,7 @@ from ondeck.decide import (AccuracyPoint, Decision, DriftDetector, DriftPolicy, 
 
 # A failed webhook delivery is tried again after 2, 4, 8 ... seconds, at most this far apart.
 MAX_BACKOFF = 300.0
+ACCURACY_INTERVAL = 60.0  # seconds between live-accuracy looks when drift monitoring is off
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ class MonitorSpec:
     created: float | None = None
     retrain: bool = False
     max_points: int = 200  # live-accuracy points kept for the staleness trend
+
+    @property
+    def look_interval(self) -> float:
+        """Seconds between looks: the drift interval, else the live-accuracy one."""
+        return self.drift.interval if self.drift else ACCURACY_INTERVAL
 
     @classmethod
     def from_spec(cls, spec: Any, *, model: str, version: str, created: float | None = None) -> "MonitorSpec":

@@ -29,7 +29,6 @@ from ondeck.operator.prometheus import Prometheus, PrometheusUnavailable
 from ondeck.spec import model as m
 from ondeck.windows import drift_window, variant_stats
 
-ACCURACY_INTERVAL = 60.0  # seconds between live-accuracy looks when drift monitoring is off
 
 
 @dataclass
@@ -67,7 +66,7 @@ class DriftController:
             out.state = {**monitor.initial_state(), "variant": serving.name, "lastLook": now}  # the first window opens now
             out.condition = _condition(out.state)
             return out
-        interval = spec.drift.interval if spec.drift else ACCURACY_INTERVAL
+        interval = spec.look_interval
         if now - state["lastLook"] >= interval:
             out.state = self._look(md, namespace, serving, monitor, package.reference, state, now, out)
         out.state = self._deliver(md, namespace, out.state, now, out)

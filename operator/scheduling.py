@@ -23,11 +23,11 @@ import threading
 from typing import Any
 
 from ondeck import experiment, rollout
+from ondeck.monitor import MonitorSpec
 from ondeck.spec import model as m
 
 Key = tuple[str, str]
 RETRY_SECONDS = 30.0  # between ticks of an object whose monitoring cannot look
-ACCURACY_INTERVAL = 60.0  # the controllers' look interval when drift is off (ondeck.operator.monitoring)
 
 
 class TickSchedule:
@@ -71,8 +71,7 @@ def _monitoring_due(md: m.ModelDeployment, state: dict[str, Any] | None, last_ti
         return float("inf")  # nothing to monitor (the controller wrote no state)
     if state.get("error") or state.get("lastLook") is None:
         return last_tick + RETRY_SECONDS
-    drift = md.spec.monitoring.drift
-    interval = m.seconds(drift.interval) if drift.enabled else ACCURACY_INTERVAL
+    interval = MonitorSpec.from_spec(md.spec, model=md.model_name, version="").look_interval
     due = float(state["lastLook"]) + interval
     pending = state.get("pendingRetrain")
     if pending:

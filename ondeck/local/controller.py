@@ -41,7 +41,6 @@ READY_TIMEOUT = 120.0  # model loading on a busy laptop
 MAX_RESTARTS = 5  # per child; a crash loop beyond that is reported, not retried forever
 KEEP_DECISIONS = 1000
 KEEP_EVENTS = 50
-ACCURACY_INTERVAL = 60.0  # seconds between live-accuracy looks when drift monitoring is off
 # Rollout events that are decisions (set_weight, promote, rollback, pause) and logged as such.
 _DECISION_EVENTS = {"WeightSet", "RolloutCompleted", "RolloutAborted", "AnalysisInconclusive"}
 # The experiment's outcomes, logged as decisions (an A/B winner that is only recorded, or a tie).
@@ -429,7 +428,7 @@ class Controller:
             state["lastLook"] = now  # the first window opens now
             self.state["monitor"] = state
             return None
-        interval = spec.drift.interval if spec.drift else ACCURACY_INTERVAL
+        interval = spec.look_interval
         if now - state["lastLook"] < interval:
             return None
         match = {"model": self.dep.model, "variant": serving}
