@@ -67,7 +67,7 @@ def from_json(body: bytes) -> Predictions:
     if isinstance(doc.get("outputs"), list):
         tensors = {o.get("name"): (o.get("shape") or [], o.get("data") or []) for o in doc["outputs"] if isinstance(o, dict)}
         request_id = doc.get("id") if isinstance(doc.get("id"), str) and doc.get("id") else None
-        return _from_tensors(tensors, request_id)
+        return from_tensors(tensors, request_id)
     if isinstance(doc.get("predictions"), list):
         return _from_v1(doc["predictions"])
     raise CompareError("answer has neither 'outputs' nor 'predictions'")
@@ -80,10 +80,10 @@ def from_grpc(response: Any) -> Predictions:
     for i, out in enumerate(response.outputs):
         data = _raw_values(out.datatype, raw[i]) if i < len(raw) else _typed_values(out.contents)
         tensors[out.name] = (list(out.shape), data)
-    return _from_tensors(tensors, response.id or None)
+    return from_tensors(tensors, response.id or None)
 
 
-def _from_tensors(tensors: dict[str, tuple[Sequence[int], Sequence[Any]]], request_id: str | None = None) -> Predictions:
+def from_tensors(tensors: dict[str, tuple[Sequence[int], Sequence[Any]]], request_id: str | None = None) -> Predictions:
     classes = scores = None
     if "label" in tensors:
         classes = tuple(_plain(v) for v in tensors["label"][1])
@@ -103,7 +103,7 @@ def _from_tensors(tensors: dict[str, tuple[Sequence[int], Sequence[Any]]], reque
 
 def _from_v1(predictions: list[Any]) -> Predictions:
     if predictions and all(isinstance(p, list) for p in predictions):  # probability rows
-        return _from_tensors({"probabilities": ([len(predictions), len(predictions[0])], [x for p in predictions for x in p])})
+        return from_tensors({"probabilities": ([len(predictions), len(predictions[0])], [x for p in predictions for x in p])})
     if all(isinstance(p, float) for p in predictions):  # a regressor's values
         return Predictions(classes=None, scores=tuple(predictions))
     return Predictions(classes=tuple(predictions), scores=None)  # class labels

@@ -70,7 +70,11 @@ class Shadow:
     fraction: float
     timeout_seconds: float = 2.0
     queue_size: int = 1000
-    concurrency: int = 16  # mirrored requests in flight at once
+    concurrency: int = 32  # mirrored requests in flight at once
+    # Mirrored requests wait up to this long and go out together, so that they reach the shadow in the
+    # same moment and its adaptive batching merges them; sent one by one, each costs the shadow a model run.
+    burst_seconds: float = 0.01
+    merge: bool = True  # V2 JSON mirrors of one burst go as one request (serving/router/merging.py)
 
 
 @dataclass(frozen=True)
@@ -225,6 +229,12 @@ def _float(value: Any, where: str, lo: float, hi: float, lo_open: bool = True) -
     return float(value)
 
 
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(where, f"must be true or false, got {value!r}")
+    return value
+
+
 def _address(value: Any, where: str) -> str:
     text = _str(value, where)
     host, sep, port = text.rpartition(":")
@@ -277,7 +287,8 @@ def _parse(d: Any) -> RouterConfig:
 
     shadow = None
     if top.get("shadow") is not None:
-        s = _mapping(top["shadow"], "shadow", ("variant", "fraction", "timeout_seconds", "queue_size", "concurrency"),
+        s = _mapping(top["shadow"], "shadow", ("variant", "fraction", "timeout_seconds", "queue_size", "concurrency",
+                                                "burst_seconds", "merge"),
                      required=("variant", "fraction"))
         shadow = Shadow(
             variant=known(s["variant"], "shadow.variant"),
@@ -285,6 +296,9 @@ def _parse(d: Any) -> RouterConfig:
             timeout_seconds=_float(s.get("timeout_seconds", Shadow.timeout_seconds), "shadow.timeout_seconds", 0.0, 3600.0),
             queue_size=_int(s.get("queue_size", Shadow.queue_size), "shadow.queue_size", 1, 1_000_000),
             concurrency=_int(s.get("concurrency", Shadow.concurrency), "shadow.concurrency", 1, 1024),
+            burst_seconds=_float(s.get("burst_seconds", Shadow.burst_seconds), "shadow.burst_seconds", 0.0, 1.0,
+                                 lo_open=False),
+            merge=_bool(s.get("merge", Shadow.merge), "shadow.merge"),
         )
         if next(v for v in variants if v.name == shadow.variant).weight != 0:
             raise _fail("shadow.variant", f"variant {shadow.variant!r} gets a share of live traffic (weight > 0); "

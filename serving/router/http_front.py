@@ -18,6 +18,7 @@ import orjson
 from ondeck.serving.router.compare import CompareError, Predictions, from_json
 from ondeck.serving.router.feedback import FeedbackFanout, fanout_request, is_feedback
 from ondeck.serving.router.forward import Exchange, VariantDown, VariantRuntime
+from ondeck.serving.router.merging import Mergeable, mergeable
 from ondeck.serving.router.upstream import Endpoint, HttpResponse, UpstreamError
 
 if TYPE_CHECKING:
@@ -213,7 +214,7 @@ class Proxied:
                 if status >= 500:
                     router.metrics.upstream_error(served.name, served.version, self.tried[-1].http, "status")
                 elif self.mirror and status == 200:
-                    router.shadow.offer(self.routes, served.name, HttpMirror(self.data, req.headers, answer.body))
+                    router.shadow.offer(self.routes, served.name, HttpMirror(self.data, req, answer.body))
         except Exception as exc:  # noqa: BLE001 - see ClientConnection._handle
             conn.respond_crash(req, exc)
             return
@@ -225,10 +226,18 @@ class HttpMirror:
 
     protocol = "http"
 
-    def __init__(self, data: bytes, headers: list[tuple[bytes, bytes]], primary_body: bytes):
+    def __init__(self, data: bytes, req: Request, primary_body: bytes):
         self.data = data
-        self.headers = headers
+        self.req = req
+        self.headers = req.headers
         self.primary_body = primary_body
+        self._mergeable: Mergeable | None = None
+
+    def mergeable(self) -> Mergeable:
+        """Whether (and how) it can go to the shadow merged with others; worked out once, off the client's path."""
+        if self._mergeable is None:
+            self._mergeable = mergeable(self.req.url.partition(b"?")[0], self.req.headers, self.req.body)
+        return self._mergeable
 
     @property
     def request_id(self) -> str | None:

@@ -19,6 +19,7 @@ import orjson
 
 from ondeck.serving.router.compare import CompareError, Predictions, compare
 from ondeck.serving.router.forward import Exchange, Routes
+from ondeck.serving.router.merging import CANNOT, MAX_MERGED_ROWS, Mergeable, merged_request, split_answer
 from ondeck.serving.router.metrics import RouterMetrics
 from ondeck.serving.router.upstream import Done, Endpoint, UpstreamError
 
@@ -77,8 +78,11 @@ class PairLog:
 class ShadowMirror:
     """Runs at most ``concurrency`` mirrored requests at once; up to ``queue_size`` more wait; the rest drop.
 
-    Callback-driven like the REST path (no worker tasks, no queue futures): a mirrored request
-    costs the router its upstream I/O and the comparison, little else.
+    Mirrored requests go out in bursts: the first one waits ``burst_seconds`` for others, then all
+    that wait are sent at once (as many as ``concurrency`` allows). They reach the shadow in one
+    moment and its adaptive batching runs them as one batch; sent one by one, as the primaries
+    answer, each would cost the shadow a model run of its own, and on shared cores that is the
+    client's CPU. Callback-driven like the REST path (no worker tasks, no queue futures).
     """
 
     def __init__(self, metrics: RouterMetrics, pair_log: PairLog | None = None):
@@ -86,18 +90,52 @@ class ShadowMirror:
         self.pair_log = pair_log
         self._waiting: deque[tuple[Routes, str, MirrorJob]] = deque()
         self._active = 0
+        self._burst: asyncio.Handle | None = None  # the pending send of the waiting jobs
 
     def offer(self, routes: Routes, primary: str, job: MirrorJob) -> None:
-        """Mirror ``job`` soon, or queue it, or drop it (counted); never blocks, never raises."""
+        """Mirror ``job`` soon, or drop it (counted) when the queue is full; never blocks, never raises."""
         shadow = routes.config.shadow
-        if self._active < shadow.concurrency:
-            self._active += 1
-            # Started from the loop rather than here: the client's connection moves on first.
-            asyncio.get_running_loop().call_soon(self._start, routes, primary, job)
-        elif len(self._waiting) < shadow.queue_size:
-            self._waiting.append((routes, primary, job))
-        else:
+        if len(self._waiting) >= shadow.queue_size:
             self.metrics.shadow(primary, shadow.variant, "dropped")
+            return
+        self._waiting.append((routes, primary, job))
+        self._schedule(shadow.burst_seconds)
+
+    def _schedule(self, delay: float) -> None:
+        # Started from the loop rather than from offer(): the client's connection moves on first.
+        if self._burst is None and self._waiting:
+            loop = asyncio.get_running_loop()
+            self._burst = loop.call_later(delay, self._send_burst) if delay > 0 else loop.call_soon(self._send_burst)
+
+    def _send_burst(self) -> None:
+        self._burst = None
+        while self._waiting:
+            routes = self._waiting[0][0]
+            if self._active >= routes.config.shadow.concurrency:
+                return  # the next finished job schedules the rest
+            self._active += 1
+            group = self._take_group() if routes.config.shadow.merge else [self._waiting.popleft()]
+            if len(group) > 1:
+                self._start_merged(routes, group)
+            else:
+                self._start(*group[0])
+
+    def _take_group(self) -> list[tuple[Routes, str, MirrorJob]]:
+        """The first waiting job and every waiting job that merges with it (see :mod:`merging`), in order."""
+        first = self._waiting.popleft()
+        key = _mergeable(first[2]).key
+        if key is None:
+            return [first]
+        group, rest, rows = [first], deque(), _mergeable(first[2]).rows
+        for item in self._waiting:
+            part = _mergeable(item[2])
+            if item[0] is first[0] and part.key == key and rows + part.rows <= MAX_MERGED_ROWS:
+                group.append(item)
+                rows += part.rows
+            else:
+                rest.append(item)
+        self._waiting = rest
+        return group
 
     def _start(self, routes: Routes, primary: str, job: MirrorJob) -> None:
         shadow, timeouts = routes.config.shadow, routes.config.timeouts
@@ -110,26 +148,60 @@ class ShadowMirror:
                 self._record(routes, primary, job, answer, error)
             except Exception:  # noqa: BLE001 - a bad answer must not stop the shadow
                 self.metrics.shadow(primary, shadow.variant, "error")
-            if self._waiting:
-                # This slot goes on with the next waiting job, from the loop: a shadow that fails
-                # fast must not recurse once per waiting job.
-                asyncio.get_running_loop().call_soon(self._start, *self._waiting.popleft())
-            else:
-                self._active -= 1
+            self._release()
 
         try:
             Exchange(routes, shadow.variant, job.protocol, send, finish, self.metrics, fallback=False).start()
         except Exception as exc:  # noqa: BLE001 - e.g. the shadow variant vanished in a reload
             finish(None, None, exc)
 
-    def _record(self, routes: Routes, primary: str, job: MirrorJob, answer: Any, error: Exception | None) -> None:
+    def _start_merged(self, routes: Routes, group: list[tuple[Routes, str, MirrorJob]]) -> None:
+        """One request to the shadow for the whole group; each job is then compared and counted on its own."""
+        shadow, timeouts = routes.config.shadow, routes.config.timeouts
+        parts = [_mergeable(job) for _, _, job in group]
+        _, data = merged_request(parts[0].key[0], parts)
+
+        def send(endpoint: Endpoint, done: Done) -> None:
+            endpoint.http_send(data, False, timeouts.connect_seconds, shadow.timeout_seconds, done)
+
+        def finish(_variant, answer: Any, error: Exception | None) -> None:
+            outs: list = [None] * len(group)
+            if error is None:
+                try:
+                    if answer.status != 200:
+                        raise CompareError(f"shadow answered HTTP {answer.status}")
+                    outs = split_answer(answer.body, [p.rows for p in parts])
+                except CompareError as exc:
+                    error = exc
+            for (_, primary, job), out in zip(group, outs):
+                try:
+                    self._record(routes, primary, job, answer, error, out)
+                except Exception:  # noqa: BLE001 - see _start
+                    self.metrics.shadow(primary, shadow.variant, "error")
+            self._release()
+
+        try:
+            Exchange(routes, shadow.variant, "http", send, finish, self.metrics, fallback=False).start()
+        except Exception as exc:  # noqa: BLE001 - see _start
+            finish(None, None, exc)
+
+    def _release(self) -> None:
+        self._active -= 1
+        # Jobs that wait with no burst pending were held back by ``concurrency``: a backlog, so the freed
+        # slot goes on at once. From the loop: a shadow that fails fast must not recurse once per waiting job.
+        self._schedule(0.0)
+
+    def _record(self, routes: Routes, primary: str, job: MirrorJob, answer: Any, error: Exception | None,
+                shadow_out: Predictions | None = None) -> None:
+        """Count and log one mirrored request's outcome; ``shadow_out`` is its share of a merged answer."""
         shadow = routes.config.shadow.variant
         if error is not None:
             timeout = isinstance(error, UpstreamError) and error.kind == "timeout"
             self.metrics.shadow(primary, shadow, "timeout" if timeout else "error")
             return
         try:
-            primary_out, shadow_out = job.primary(), job.shadow(answer)
+            primary_out = job.primary()
+            shadow_out = shadow_out if shadow_out is not None else job.shadow(answer)
             pair = compare(primary_out, shadow_out)
         except CompareError:
             self.metrics.shadow(primary, shadow, "error")
@@ -145,8 +217,16 @@ class ShadowMirror:
     def close(self) -> None:
         """Forget waiting jobs and write the pairs logged so far."""
         self._waiting.clear()
+        if self._burst is not None:
+            self._burst.cancel()
+            self._burst = None
         if self.pair_log is not None:
             self.pair_log.flush()
+
+
+def _mergeable(job: MirrorJob) -> Mergeable:
+    mergeable = getattr(job, "mergeable", None)  # only plain REST jobs can merge
+    return mergeable() if mergeable is not None else CANNOT
 
 
 def _output(p: Predictions) -> dict[str, Any]:

@@ -84,3 +84,30 @@ def test_paired_comparison_metrics_and_pair_log(procs, servers, tmp_path):
     assert {p["request_id"] for p in grpc_pairs} == {f"grpc-{i}" for i in range(1, 20, 2)}
     assert all(p["abs_diff"] == pytest.approx(abs(p1 - p2), abs=1e-6) for p in grpc_pairs)
     assert metric(router.http, "ondeck_shadow_requests_total", outcome="compared", **m) == 110
+
+
+def test_a_burst_of_mirrors_reaches_the_shadow_as_fewer_requests_each_compared_alone(procs, servers, tmp_path):
+    vs = variants(servers, stable=100, canary=0)
+    vs[1]["name"], vs[1]["version"] = "candidate", "v2"
+    pair_log = tmp_path / "pairs.jsonl"
+    # a long burst window, so that mirrors of concurrent requests surely share a burst
+    router = procs.router(config(vs, shadow={"variant": "candidate", "fraction": 1.0, "burst_seconds": 0.5}),
+                          "--pair-log", str(pair_log))
+    candidate = servers["canary"][0]
+
+    def answered() -> float:
+        return metric(candidate.http, "ondeck_requests_total", code="200")
+
+    before = answered()
+    outcomes = load(router.http, total=40, clients=8)
+    assert all(o.status == 200 for o in outcomes)
+    m = dict(model="churn", primary="stable", shadow="candidate")
+    wait_for(lambda: metric(router.http, "ondeck_shadow_requests_total", outcome="compared", **m) == 40, timeout=15,
+             what="40 compared pairs")
+    assert metric(router.http, "ondeck_shadow_abs_diff_count", **m) == 40
+    # 40 mirrored requests, compared one by one, but the shadow answered them in fewer, merged requests
+    assert answered() - before < 40
+    wait_for(lambda: pair_log.exists() and len(pair_log.read_text().splitlines()) == 40, timeout=10, what="40 logged pairs")
+    logged = [json.loads(line) for line in pair_log.read_text().splitlines()]
+    assert len({p["request_id"] for p in logged}) == 40  # each pair under its own request's id, none under the merged one
+    assert not any(p["request_id"].startswith("ondeck-shadow-") for p in logged)

@@ -1,0 +1,61 @@
+"""Mirrored V2 JSON requests merged for the shadow, and its answer split back, row for row."""
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from ondeck.serving.router.compare import CompareError
+from ondeck.serving.router.merging import MAX_MERGED_ROWS, merged_request, mergeable, split_answer
+
+PATH = b"/v2/models/churn/infer"
+
+
+def body(rows: list[list[float]], **extra) -> bytes:
+    flat = [x for r in rows for x in r]
+    return orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [len(rows), len(rows[0])],
+                                     "data": flat}], **extra})
+
+
+def test_requests_of_one_form_merge_and_their_rows_come_back_to_each():
+    a, b = mergeable(PATH, [], body([[1.0, 2.0]], id="a")), mergeable(PATH, [], body([[3.0, 4.0], [5.0, 6.0]]))
+    assert a.key is not None and a.key == b.key and (a.rows, b.rows) == (1, 2)
+
+    request_id, data = merged_request(PATH, [a, b])
+    head, _, sent = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /v2/models/churn/infer HTTP/1.1\r\n") and b"content-length: %d" % len(sent) in head
+    doc = orjson.loads(sent)
+    assert doc["id"] == request_id
+    assert doc["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [3, 2], "data": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]}]
+
+    # the shadow's answer to the 3 rows: each part gets its own rows back, in order
+    answer = orjson.dumps({"id": request_id, "outputs": [
+        {"name": "label", "datatype": "INT64", "shape": [3], "data": [0, 1, 1]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [3, 2], "data": [0.9, 0.1, 0.2, 0.8, 0.3, 0.7]}]})
+    first, second = split_answer(answer, [1, 2])
+    assert first.classes == (0,) and first.scores == (pytest.approx(0.1),)
+    assert second.classes == (1, 1) and second.scores == (pytest.approx(0.8), pytest.approx(0.7))
+
+
+def test_only_plain_v2_json_infer_requests_merge():
+    row = [[1.0, 2.0]]
+    assert mergeable(b"/v1/models/churn:predict", [], b'{"instances": [[1, 2]]}').key is None
+    assert mergeable(PATH, [(b"Inference-Header-Content-Length", b"90")], body(row)).key is None  # binary extension
+    assert mergeable(PATH, [], b"not json").key is None
+    assert mergeable(PATH, [], body(row, parameters={"x": 1})).key is None
+    nested = orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 2], "data": [[1.0, 2.0]]}]})
+    assert mergeable(PATH, [], nested).key is None
+    short = orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 2], "data": [1.0, 2.0]}]})
+    assert mergeable(PATH, [], short).key is None  # the shadow must see (and refuse) that one as it came
+    assert mergeable(PATH, [], body([[1.0, 2.0]] * (MAX_MERGED_ROWS + 1))).key is None
+    # a versioned path merges, but not with the unversioned one; nor do different row widths or outputs
+    versioned = mergeable(b"/v2/models/churn/versions/2/infer", [], body(row))
+    assert versioned.key is not None and versioned.key != mergeable(PATH, [], body(row)).key
+    assert mergeable(PATH, [], body([[1.0, 2.0, 3.0]])).key != mergeable(PATH, [], body(row)).key
+    assert mergeable(PATH, [], body(row, outputs=[{"name": "label"}])).key != mergeable(PATH, [], body(row)).key
+
+
+def test_an_answer_that_does_not_line_up_is_a_compare_error():
+    with pytest.raises(CompareError, match="not 3 rows"):
+        split_answer(orjson.dumps({"outputs": [{"name": "label", "shape": [2], "data": [0, 1]}]}), [1, 2])
+    with pytest.raises(CompareError, match="not JSON"):
+        split_answer(b"<html>", [1])
