@@ -41,7 +41,7 @@ def test_a_full_queue_drops_instead_of_blocking(tmp_path):
     written = []
     log = PayloadLog(tmp_path, 0, 1.0, queue_size=1, on_written=lambda tag: (release.wait(10), written.append(tag)))
     assert log.offer(rec(0), 0)
-    wait_for(lambda: log._queue.empty(), timeout=10, what="the writer to take the first record")
+    wait_for(lambda: log.waiting() == 0, timeout=10, what="the writer to take the first record")
     assert log.offer(rec(1), 1)      # waits in the queue while the writer is held
     assert not log.offer(rec(2), 2)  # queue full: dropped, the caller counts it
     release.set()
