@@ -22,8 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "play the canary, rollback and drift scenarios locally and write plots"),
     "operator": ("operator", "run the Kubernetes operator (kopf) for ModelDeployment resources"),
     "status": ("rollout", "show a rollout: step, weights, last analysis and its evidence"),
-    "promote": ("rollout", "bless a paused rollout so it moves on to the next step"),
-    "abort": ("rollout", "abort a rollout: traffic back to stable, canary scaled down"),
+    "promote": ("rollout", "bless a paused rollout so it moves on (or end an A/B test or shadow: the new variant wins)"),
+    "abort": ("rollout", "abort a rollout, A/B test or shadow: traffic back to stable, the new variant scaled down"),
 }
 
 

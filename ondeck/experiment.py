@@ -84,8 +84,11 @@ def same_experiment(plan: dict[str, Any], state: dict[str, Any] | None) -> bool:
 
 
 def weights(state: dict[str, Any] | None) -> dict[str, int] | None:
-    """The router weights a concluded experiment set (after a promotion), else None: the spec's hold."""
-    return dict(state["weights"]) if state and state.get("outcome") == PROMOTED and state.get("weights") else None
+    """The router weights a concluded experiment set (a promotion, or an A/B test aborted by hand), else
+    None: the spec's hold."""
+    if state and state.get("outcome") in (PROMOTED, REJECTED) and state.get("weights"):
+        return dict(state["weights"])
+    return None
 
 
 def retired(state: dict[str, Any] | None) -> set[str]:
@@ -129,6 +132,41 @@ def tick(plan: dict[str, Any], state: dict[str, Any], now: float, *,
     else:
         _shadow_look(plan, state, window, actions)
     return state, actions
+
+
+def command(plan: dict[str, Any], state: dict[str, Any], name: str) -> tuple[dict[str, Any], list[dict[str, Any]], bool, str]:
+    """``ondeck promote`` / ``ondeck abort`` (or their annotations) on a running experiment, without waiting
+    for the evidence: returns (new state, actions as :func:`tick`'s, whether it applied, what it did).
+
+    promote: the treatment (the A/B test's other variant, or the shadow) takes all traffic and the
+    control is retired. abort: the control keeps (or takes back) all traffic and the treatment is
+    retired; a shadow stops being mirrored. An experiment that is over takes no command.
+    """
+    state = copy.deepcopy(state)
+    actions: list[dict[str, Any]] = []
+    if state["phase"] != PROGRESSING:
+        return state, actions, False, f"the {_what(plan)} is already over ({state['outcome']}): nothing to {name}"
+    control, treatment = plan["control"], plan["treatment"]
+    shadow = plan["kind"] == SHADOW
+    decision = {"action": "promote" if name == "promote" else "reject", "reason": f"ondeck {name}", "evidence": {}}
+    if name == "promote":
+        message = (f"{'shadow ' if shadow else ''}{_named(plan, treatment)} promoted by hand, it takes all traffic"
+                   + (", mirroring stopped" if shadow else ""))
+        state.update(phase=HEALTHY, outcome=PROMOTED, winner=treatment, weights={control: 0, treatment: 100},
+                     retired=[control], decision=decision, message=message)
+        actions.append({"type": "setWeights", "weights": dict(state["weights"])})
+        actions.append({"type": "promote", "variant": treatment, "retired": [control]})
+        actions.append(_event("ShadowPromoted" if shadow else "ABTestPromoted", message))
+    else:
+        message = (f"shadow {_named(plan, treatment)} rejected by hand, mirroring stopped" if shadow else
+                   f"A/B test aborted by hand: {_named(plan, control)} takes all traffic, {_named(plan, treatment)} retired")
+        state.update(phase=HEALTHY, outcome=REJECTED, winner=control, retired=[treatment], decision=decision,
+                     message=message, weights=None if shadow else {control: 100, treatment: 0})
+        if not shadow:
+            actions.append({"type": "setWeights", "weights": dict(state["weights"])})
+        actions.append({"type": "reject", "variant": treatment, "reason": message})
+        actions.append(_event("ShadowRejected" if shadow else "ABTestAborted", message, warning=True))
+    return state, actions, True, message
 
 
 def _ab_look(plan, state, window, now, actions) -> None:

@@ -84,7 +84,9 @@ class Controllers:
             events += result.events
         else:
             w.rollout = None
-        tried = self.experiments.tick(md, namespace, w.experiment, now)
+        # promote/abort are the canary's while there is one, else the experiment's
+        tried = self.experiments.tick(md, namespace, w.experiment, now,
+                                      None if canary is not None else meta.get("annotations") or {})
         w.experiment = tried.state
         rerender = rerender or tried.rerender
         events += tried.events

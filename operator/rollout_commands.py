@@ -2,9 +2,10 @@
 
 ``status`` reads the ModelDeployment and shows the step, the weights, the last analysis and its
 evidence, the A/B test or shadow with its evidence, and the drift and quality watch. ``promote`` and ``abort`` set the documented annotation
-(``ondeck.io/promote`` / ``ondeck.io/abort``) to a fresh timestamp and wait until the rollout
-controller has taken it (``status.rollout.lastCommand`` names it), then print what it did; a command
-that did nothing (no gate waiting, a finished rollout) is an error saying why.
+(``ondeck.io/promote`` / ``ondeck.io/abort``) to a fresh timestamp and wait until the controller has
+taken it (``status.rollout.lastCommand`` names it; ``status.experiment.lastCommand`` for an A/B test or
+shadow without a canary), then print what it did; a command that did nothing (no gate waiting, a
+finished rollout or experiment) is an error saying why.
 """
 from __future__ import annotations
 
@@ -28,14 +29,18 @@ def run_command(command: str, name: str, *, namespace: str | None = None, kubeco
     if command == "status":
         print(json.dumps(md.get("status") or {}, indent=1) if as_json else "\n".join(render(md)))
         return 0
-    if not ((md.get("spec") or {}).get("strategy") or {}).get("canary"):
-        raise UserError(f"{namespace}/{name} has no canary strategy: nothing to {command}")
+    strategy = (md.get("spec") or {}).get("strategy") or {}
+    # the canary takes the command while there is one, else the A/B test or shadow (operator/experiments.py)
+    taker = "rollout" if strategy.get("canary") else "experiment" if (
+        strategy.get("abTest") or (strategy.get("shadow") or {}).get("promoteOn")) else None
+    if taker is None:
+        raise UserError(f"{namespace}/{name} has no canary, A/B test or judged shadow: nothing to {command}")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     _request(kube, "PATCH", MODELDEPLOYMENT.path(MODELDEPLOYMENT.versions[0], namespace, name),
              {"metadata": {"annotations": {COMMANDS[command]: stamp}}}, f"{namespace}/{name}")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        last = ((_get(kube, namespace, name).get("status") or {}).get("rollout") or {}).get("lastCommand") or {}
+        last = ((_get(kube, namespace, name).get("status") or {}).get(taker) or {}).get("lastCommand") or {}
         if last.get("id") == stamp:
             if not last["applied"]:
                 raise UserError(last["message"])

@@ -291,11 +291,11 @@ class Controller:
         self.counters.mark(now)
         if self.dep.canary:
             self._rollout(now, commands)
-        else:
+        elif plan is None:
             for cmd in commands:
-                self._answer(cmd, False, f"{self.dep.name!r} has no canary rollout to {cmd['command']}")
+                self._answer(cmd, False, f"{self.dep.name!r} has no canary rollout or experiment to {cmd['command']}")
         if plan is not None:
-            self._experiment(plan, now)
+            self._experiment(plan, now, () if self.dep.canary else commands)
         drift_record = self._watch(now)
         self._deliver(now)
         r = self.state.get("rollout")
@@ -324,13 +324,25 @@ class Controller:
         for action in actions:
             self._apply(action, now)
 
-    def _experiment(self, plan: dict[str, Any], now: float) -> None:
+    def _experiment(self, plan: dict[str, Any], now: float, commands=()) -> None:
         """The A/B test or shadow (:mod:`ondeck.experiment`) on windows of the scrapes: the servers'
-        feedback counters, the router's comparison counters."""
+        feedback counters, the router's comparison counters. ``commands``: ``ondeck promote`` /
+        ``abort`` for it (there is no canary), which act at once."""
         state = self.state.get("experiment")
         if not ex.same_experiment(plan, state):
             state = self.state["experiment"] = ex.new_state(plan, now)
             self._event(state["message"])
+        if commands:
+            name = "abort" if any(c["command"] == "abort" for c in commands) else "promote"  # abort wins, as for a canary
+            state, actions, applied, message = ex.command(plan, state, name)
+            self.state["experiment"] = state
+            for cmd in commands:
+                if cmd["command"] == name:
+                    self._answer(cmd, applied, message)
+                else:
+                    self._answer(cmd, False, "not applied: an abort given at the same time wins")
+            self._experiment_actions(state, actions, now)
+            return
 
         def measure(start: float, end: float) -> dict[str, Any]:
             if plan["kind"] == ex.AB_TEST:
@@ -343,8 +355,11 @@ class Controller:
 
         state, actions = ex.tick(plan, state, now, measure=measure)
         self.state["experiment"] = state
+        self._experiment_actions(state, actions, now)
+
+    def _experiment_actions(self, state: dict[str, Any], actions: list[dict[str, Any]], now: float) -> None:
         evidence = (state.get("decision") or {}).get("evidence") or {}
-        variant = state["winner"] or plan["treatment"]
+        variant = state["winner"] or state["treatment"]
         for action in actions:
             kind = action["type"]
             if kind == "setWeights":
@@ -361,7 +376,7 @@ class Controller:
             elif kind == "event":
                 if action["reason"] in _EXPERIMENT_DECISIONS:
                     self._decide(now, _EXPERIMENT_DECISIONS[action["reason"]], action["message"], evidence, variant)
-                elif action["reason"] not in ("ABTestPromoted", "ShadowPromoted", "ShadowRejected"):
+                elif action["reason"] not in ("ABTestPromoted", "ABTestAborted", "ShadowPromoted", "ShadowRejected"):
                     self._event(f"{action['reason']}: {action['message']}")
 
     def _measure(self, step: dict[str, Any], run_state: dict[str, Any] | None, start: float, end: float):

@@ -178,3 +178,27 @@ def test_windows_from_counters_sum_replicas_and_primaries():
     }
     assert ex.window(SHADOW, shadow, "churn") == {"compared": 100.0, "error": 0, "timeout": 3.0, "dropped": 0, "agreed": 80.0}
     assert ex.series(SHADOW) == ex.SHADOW_SERIES and ex.series(AB) == ("ondeck_feedback_total", "ondeck_feedback_correct_total")
+
+
+@pytest.mark.parametrize("plan", [AB, SHADOW], ids=["abTest", "shadow"])
+def test_promote_by_hand_gives_the_treatment_everything_at_once(plan):
+    state = ex.new_state(plan, 1000.0)
+    after, actions, applied, message = ex.command(plan, state, "promote")
+    assert applied and after["phase"] == ex.HEALTHY and after["outcome"] == ex.PROMOTED and "by hand" in message
+    assert after["winner"] == plan["treatment"] and after["retired"] == [plan["control"]]
+    assert ex.weights(after) == {plan["control"]: 0, plan["treatment"]: 100}
+    assert kinds(actions)[:2] == ["setWeights", "promote"] and state["phase"] == ex.PROGRESSING  # the input is untouched
+    # an experiment that is over takes no further command
+    again, more, applied, message = ex.command(plan, after, "abort")
+    assert not applied and more == [] and again == after and "already over" in message
+
+
+def test_abort_by_hand_leaves_the_control_all_traffic_and_retires_the_treatment():
+    after, actions, applied, _ = ex.command(AB, ex.new_state(AB, 1000.0), "abort")
+    assert applied and after["outcome"] == ex.REJECTED and after["winner"] == "a" and after["retired"] == ["b"]
+    assert ex.weights(after) == {"a": 100, "b": 0} and ex.serving(after, "a") == "a"
+    assert kinds(actions) == ["setWeights", "reject", "ABTestAborted"]
+    # a shadow has no share of traffic to take back: it is rejected and no longer mirrored
+    after, actions, applied, _ = ex.command(SHADOW, ex.new_state(SHADOW, 1000.0), "abort")
+    assert applied and after["outcome"] == ex.REJECTED and after["retired"] == ["candidate"] and ex.weights(after) is None
+    assert kinds(actions) == ["reject", "ShadowRejected"]

@@ -47,3 +47,21 @@ def test_a_disagreeing_shadow_is_rejected(tmp_path, examples_dir, requests_v1, r
     assert not state["variants"]["candidate"]["running"] and state["variants"]["primary"]["running"]
     assert "shadow" not in yaml.safe_load((run.state_dir / "router.yaml").read_text())
     assert state["decisions"][-1]["action"] == "reject"
+
+
+def test_abort_by_hand_ends_an_ab_test_and_leaves_the_control_everything(tmp_path, examples_dir, runs):
+    from tests.local.test_run import cli
+
+    path = write(tmp_path, examples_dir, "churn", [("a", "v1"), ("b", "v2")], {"abTest": {
+        "sticky": {"header": "x-user-id"}, "promoteWinner": True, "interval": "1h", "minSamples": 100000}})
+    run = runs(path, "state")
+    run.ready()
+    aborted = cli("abort", "churn", "--state-dir", str(run.state_dir))
+    assert aborted.returncode == 0, aborted.stderr
+    assert "A/B test aborted by hand" in aborted.stdout
+    state = run.wait(lambda s: not s["variants"]["b"]["running"], 30, "b to be stopped")
+    e = state["experiment"]
+    assert e["outcome"] == "rejected" and e["winner"] == "a" and state["weights"] == {"a": 100, "b": 0}
+    assert state["decisions"][-1]["action"] == "reject"
+    late = cli("promote", "churn", "--state-dir", str(run.state_dir))
+    assert late.returncode != 0 and "already over" in late.stderr

@@ -289,6 +289,26 @@ def test_disagreeing_or_failing_shadow_is_rejected_and_retired(examples_dir):
     assert "shadow" not in config and [v["name"] for v in config["variants"]] == ["a"]
 
 
+def test_promote_and_abort_annotations_end_an_experiment_once(examples_dir):
+    md = experiment_md(examples_dir, AB_STRATEGY)
+    controller = ExperimentController(ab_rows(a=(0, 0), b=(0, 0)))  # no evidence either way: only a person decides
+    old = {"ondeck.io/abort": "t0"}  # given before this experiment: not for it
+    started = controller.tick(md, "ns", None, 1000.0, old)
+    assert started.state["phase"] == "Progressing" and "lastCommand" not in started.state
+    taken = controller.tick(md, "ns", started.state, 1001.0, {**old, "ondeck.io/promote": "t1"})
+    state = taken.state
+    assert state["outcome"] == "promoted" and state["winner"] == "b" and taken.rerender
+    assert state["lastCommand"] == {"command": "promote", "id": "t1", "applied": True, "message": state["message"]}
+    assert ("Normal", "PromoteCommand") in [(k, r) for k, r, _ in taken.events]
+    assert desired_weights(md.spec, None, state) == {"a": 0, "b": 100} and retired_variants(md.spec, None, state) == {"a"}
+    # the same value again is not a new command; a new abort on a finished experiment is answered, not applied
+    same = controller.tick(md, "ns", state, 1002.0, {**old, "ondeck.io/promote": "t1"})
+    assert same.state["lastCommand"]["id"] == "t1" and not same.events
+    late = controller.tick(md, "ns", state, 1003.0, {"ondeck.io/abort": "t2", "ondeck.io/promote": "t1"})
+    assert late.state["lastCommand"]["applied"] is False and "already over" in late.state["lastCommand"]["message"]
+    assert late.state["outcome"] == "promoted" and ("Warning", "AbortCommand") in [(k, r) for k, r, _ in late.events]
+
+
 def test_shadow_without_promote_on_has_nothing_to_decide(examples_dir):
     md = experiment_md(examples_dir, {"shadow": {"variant": "b", "fraction": 0.5}})
     state, events, rerender = ticks(ExperimentController(shadow_rows(100, 100)), md, 3)
