@@ -30,6 +30,7 @@ class ControllerView:
     aborts: int = 0
     accuracy_bar: float | None = None
     namespace: str | None = None  # the operator's; ondeck run has none
+    experiment: dict[str, Any] | None = None  # the A/B test or shadow (:mod:`ondeck.experiment`)
 
     @classmethod
     def of_local(cls, state: dict[str, Any], accuracy_bar: float | None) -> "ControllerView":
@@ -37,7 +38,7 @@ class ControllerView:
         return cls(model=state["model"], rollout=state.get("rollout"), monitor=state.get("monitor"),
                    monitor_variant=state.get("monitorVariant") or state.get("stable", ""),
                    measurements=counters.get("measurements", {}), aborts=counters.get("aborts", 0),
-                   accuracy_bar=accuracy_bar)
+                   accuracy_bar=accuracy_bar, experiment=state.get("experiment"))
 
 
 _FAMILIES = (  # name, type, help: in the order they are written
@@ -46,6 +47,11 @@ _FAMILIES = (  # name, type, help: in the order they are written
     ("ondeck_rollout_canary_weight", "gauge", "percent of traffic the controller gives the canary"),
     ("ondeck_analysis_measurements_total", "counter", "analysis measurements of the canary, by verdict"),
     ("ondeck_rollout_aborts_total", "counter", "rollouts rolled back, by analysis or by ondeck abort"),
+    ("ondeck_experiment_phase", "gauge", "1 for the A/B test's or shadow's current phase, 0 for the other"),
+    ("ondeck_experiment_outcome", "gauge", "1 for how the A/B test or shadow ended, 0 for the other outcomes"),
+    ("ondeck_experiment_looks_total", "counter", "looks at the A/B test's or shadow's evidence"),
+    ("ondeck_experiment_samples", "gauge", "samples the decision rests on so far: trials per arm, or shadow pairs"),
+    ("ondeck_experiment_agreement", "gauge", "share of the shadow's samples that agreed with the primary so far"),
     ("ondeck_drift_detected", "gauge", "1 while the drift test finds the column drifted"),
     ("ondeck_drift_statistic", "gauge", "the drift test's evidence against no drift (log e-value)"),
     ("ondeck_drift_effect_size", "gauge", "chi distance between live and reference bin shares"),
@@ -82,6 +88,10 @@ def _samples(view: ControllerView, out: dict[str, list[tuple[dict[str, str], flo
         out["ondeck_analysis_measurements_total"] += [({**base, "result": v}, view.measurements.get(v, 0))
                                                       for v in VERDICTS]
         out["ondeck_rollout_aborts_total"].append((base, view.aborts))
+    e = view.experiment
+    if e:
+        _experiment_samples(e, {**scope, "model": view.model, "kind": e["kind"], "variant": e["treatment"],
+                                "version": e["treatmentVersion"]}, out)
     m = view.monitor
     if m:
         base = {**scope, "model": view.model, "variant": view.monitor_variant, "version": m["version"]}
@@ -97,6 +107,29 @@ def _samples(view: ControllerView, out: dict[str, list[tuple[dict[str, str], flo
             if stale:
                 seconds = stale["secondsToBar"]
                 out["ondeck_staleness_seconds_to_bar"].append((base, math.inf if seconds is None else seconds))
+
+
+EXPERIMENT_PHASES = ("Progressing", "Healthy")
+OUTCOMES = ("promoted", "winner", "equivalent", "rejected")
+
+
+def _experiment_samples(e: dict[str, Any], base: dict[str, str], out: dict[str, list]) -> None:
+    """Series of the experiment: ``variant``/``version`` are the treatment's (the other A/B arm, or the shadow)."""
+    out["ondeck_experiment_phase"] += [({**base, "phase": p}, float(e["phase"] == p)) for p in EXPERIMENT_PHASES]
+    if e.get("outcome"):
+        out["ondeck_experiment_outcome"] += [({**base, "outcome": o}, float(e["outcome"] == o)) for o in OUTCOMES]
+    out["ondeck_experiment_looks_total"].append((base, e.get("looks", 0)))
+    evidence = (e.get("decision") or {}).get("evidence") or {}
+    if e["kind"] == "shadow":
+        if evidence.get("samples") is not None:
+            out["ondeck_experiment_samples"].append((base, evidence["samples"]))
+        if evidence.get("agreement") is not None:
+            out["ondeck_experiment_agreement"].append((base, evidence["agreement"]))
+    else:
+        for arm in (e["control"], e["treatment"]):
+            trials = ((evidence.get("arms") or {}).get(arm) or {}).get("trials")
+            if trials is not None:
+                out["ondeck_experiment_samples"].append(({**base, "arm": arm}, trials))
 
 
 def _escape(value: Any) -> str:

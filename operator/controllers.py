@@ -109,7 +109,7 @@ class Controllers:
             log.info("%s/%s: %s: %s", namespace, name, reason, message)
             self.event(body, kind, reason, message)
         staleness = md.spec.monitoring.staleness
-        w.view = ControllerView(model=md.model_name, rollout=w.rollout, monitor=w.monitoring,
+        w.view = ControllerView(model=md.model_name, rollout=w.rollout, monitor=w.monitoring, experiment=w.experiment,
                                 monitor_variant=serving.name, measurements=dict(w.measurements), aborts=w.aborts,
                                 accuracy_bar=staleness.accuracy_bar if staleness else None, namespace=namespace)
 

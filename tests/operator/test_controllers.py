@@ -332,3 +332,28 @@ def test_status_follows_the_experiment_and_names_the_promoted_version(examples_d
     problem = st.compute(md, generation=1, weights={}, problems=[st.Problem("ApplyFailed", "boom")], deployments={},
                          previous={"experiment": done}, now="2030-01-01T00:00:00Z")
     assert problem["phase"] == "Degraded"  # a problem still wins over the experiment's summary
+
+
+def test_experiment_series_say_what_the_state_says(examples_dir):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ondeck.controller_metrics import ControllerView, exposition
+
+    def series(state) -> dict:
+        text = exposition([ControllerView(model="churn", experiment=state, namespace="ns")]).decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    base = (("kind", "shadow"), ("model", "churn"), ("namespace", "ns"), ("variant", "b"), ("version", "v2"))
+    md = experiment_md(examples_dir, SHADOW_STRATEGY)
+    running, _, _ = ticks(ExperimentController(shadow_rows(compared=100, agreed=95)), md, 3)  # 200 of 500 samples
+    got = series(running)
+    assert got[("ondeck_experiment_phase", tuple(sorted(base + (("phase", "Progressing"),))))] == 1
+    assert got[("ondeck_experiment_looks_total", base)] == 2
+    assert got[("ondeck_experiment_samples", base)] == 200 and got[("ondeck_experiment_agreement", base)] == 0.95
+    assert not any(name == "ondeck_experiment_outcome" for name, _ in got)  # nothing ended yet
+    done, _, _ = ticks(ExperimentController(shadow_rows(compared=200, agreed=190)), md, 4)
+    got = series(done)
+    assert got[("ondeck_experiment_outcome", tuple(sorted(base + (("outcome", "promoted"),))))] == 1
+    assert got[("ondeck_experiment_outcome", tuple(sorted(base + (("outcome", "rejected"),))))] == 0
+    assert got[("ondeck_experiment_phase", tuple(sorted(base + (("phase", "Healthy"),))))] == 1
