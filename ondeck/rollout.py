@@ -62,6 +62,7 @@ def tick(
     interval_for: Callable[[dict[str, Any]], float] = lambda step: 60.0,
     promote: bool = False,
     abort: bool = False,
+    background: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Advance the rollout as far as it can go at ``now``; returns (new state, actions).
 
@@ -69,6 +70,12 @@ def tick(
     becomes the stable variant), ``{"type": "abort", "reason": ...}`` (weights back to stable,
     canary scaled down) and ``{"type": "event", "reason": ..., "message": ...}``.
     ``promote`` is a person's blessing (``ondeck promote``); ``abort`` is ``ondeck abort``.
+
+    ``background``: ``{"analysis": {"templates": [...]}, "startingStep": n}``, Argo Rollouts'
+    background analysis: measured every interval from step ``n`` on, whatever the step, until the
+    rollout ends. A failed run rolls back at once; an inconclusive one pauses the rollout until
+    ``ondeck promote`` (which starts a new run); a successful one (its ``count`` of measurements all
+    passed) is followed by a new run, so the canary stays watched to the end.
     """
     state = copy.deepcopy(state)
     actions: list[dict[str, Any]] = []
@@ -76,7 +83,28 @@ def tick(
         return state, actions  # finished: a new canary starts a new rollout
     if abort:
         return _abort(state, "aborted by a person (ondeck abort)", actions)
+    if background is not None and state["stepIndex"] >= int(background.get("startingStep", 0)):
+        verdict = _run_background(state, background, now, measure, interval_for(background), actions)
+        if verdict == FAILED:
+            return _abort(state, f"background analysis: {state['background']['last']['reason']}", actions)
+        if verdict == INCONCLUSIVE:
+            if not promote:
+                reason = state["background"]["last"]["reason"]
+                return _wait(state, PAUSED, f"background analysis inconclusive, paused: {reason}"), actions
+            promote = False  # the blessing is for the background run: a new one starts
+            actions.append(_event("Promoted", "background analysis: inconclusive run passed by a person"))
+            _restart_background(state, now)
+        elif verdict == SUCCESSFUL:
+            _restart_background(state, now)
+    state, actions = _steps(steps, state, now, measure, interval_for, promote, actions)
+    if (background is not None and state["phase"] in (PROGRESSING, PAUSED) and state.get("background") is None
+            and state["stepIndex"] >= int(background.get("startingStep", 0))):
+        _run_background(state, background, now, measure, interval_for(background), actions)  # opens its first window
+    return state, actions
 
+
+def _steps(steps, state, now, measure, interval_for, promote: bool, actions) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The steps as far as they go at ``now``."""
     # Each loop iteration finishes one step or stops to wait; bounded by the number of steps.
     for _ in range(len(steps) + 1):
         index = state["stepIndex"]
@@ -115,6 +143,12 @@ def tick(
         else:
             raise ValueError(f"step {index} has none of setWeight, pause, analysis: {step}")
     raise AssertionError("unreachable: every step either finishes or waits")
+
+
+def background_measures(state: dict[str, Any], configured: bool) -> bool:
+    """Whether a background analysis is measuring (so a paused rollout still has work that moves
+    with time): configured, and its run has no verdict (an inconclusive one waits for a person)."""
+    return configured and not (state.get("background") or {}).get("verdict")
 
 
 def answer(command: str, steps: list[dict[str, Any]], before: dict[str, Any], after: dict[str, Any],
@@ -156,6 +190,33 @@ def _run_analysis(state, step, now, measure, interval: float, actions) -> str | 
     if run["verdict"] is None:
         state["phase"] = PROGRESSING
     return run["verdict"]
+
+
+def _run_background(state, background, now, measure, interval: float, actions) -> str | None:
+    """The background run's measurement when one is due; its verdict once it has one."""
+    run = state.get("background")
+    if run is None:  # the first window opens when the starting step is reached
+        run = state["background"] = {"startedAt": now, "lastAt": now, "run": None, "measurements": 0,
+                                     "last": None, "verdict": None, "runs": 0}
+    if run["verdict"] or now - run["lastAt"] < interval:
+        return run["verdict"]
+    if measure is None:
+        raise ValueError("background analysis needs a measure function")
+    run["run"], decision = measure(background, run["run"], run["lastAt"], now)
+    run["lastAt"] = now
+    run["measurements"] += 1
+    run["last"] = {"action": decision.action, "reason": decision.reason, "evidence": decision.evidence}
+    run["verdict"] = _VERDICTS[decision.action]
+    actions.append(_event(f"BackgroundAnalysis{run['verdict'] or 'Measured'}", f"background analysis: {decision.reason}"))
+    return run["verdict"]
+
+
+def _restart_background(state, now) -> None:
+    """A new background run from now on (the last one is kept as ``previous``)."""
+    old = state["background"]
+    state["background"] = {"startedAt": now, "lastAt": now, "run": None, "measurements": 0, "last": None,
+                           "verdict": None, "runs": old.get("runs", 0) + 1,
+                           "previous": {k: old[k] for k in ("startedAt", "measurements", "last", "verdict")}}
 
 
 def _next_step(state, now, why: str) -> None:

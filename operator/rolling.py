@@ -27,7 +27,7 @@ from ondeck.operator.prometheus import Prometheus, PrometheusUnavailable
 from ondeck.spec import model as m
 from ondeck.spec.analysis import CanaryAnalyses, measurement_verdict
 from ondeck.spec.templates import TemplateMissing, step_templates
-from ondeck.spec.traffic import rollout_steps, stable_variant, variant
+from ondeck.spec.traffic import background_analysis, rollout_steps, stable_variant, variant
 from ondeck.windows import variant_stats
 
 log = logging.getLogger("ondeck.operator")
@@ -80,7 +80,8 @@ class CanaryController:
         measure = self._measure(md, namespace, stable, candidate, analyses, problem, out)
         interval = analyses.interval if analyses else (lambda step: FALLBACK_INTERVAL)
         after, actions = rollout.tick(steps, state, now, measure=measure, interval_for=interval,
-                                      promote="promote" in taken, abort="abort" in taken)
+                                      promote="promote" in taken, abort="abort" in taken,
+                                      background=background_analysis(canary))
         after["commands"] = {**state.get("commands", {}), **taken}
         for command, value in taken.items():
             applied, message = rollout.answer(command, steps, state, after, aborting="abort" in taken)

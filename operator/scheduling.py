@@ -59,10 +59,13 @@ def next_due(md: m.ModelDeployment, status: dict[str, Any], last_tick: float) ->
         if (status.get("experiment") or {}).get("phase") != experiment.HEALTHY:  # concluded: nothing moves
             return last_tick
     if strategy is not None and strategy.canary is not None:
-        phase = (status.get("rollout") or {}).get("phase")
+        state = status.get("rollout") or {}
+        phase = state.get("phase")
         # Paused waits for a person's promote or abort: an annotation, which changes the fingerprint.
         if phase not in (rollout.PAUSED, rollout.HEALTHY, rollout.DEGRADED):
             return last_tick
+        if phase == rollout.PAUSED and rollout.background_measures(state, strategy.canary.analysis is not None):
+            return last_tick  # background analysis keeps measuring through a pause
     return _monitoring_due(md, status.get("monitoring"), last_tick)
 
 

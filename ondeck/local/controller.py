@@ -311,13 +311,13 @@ class Controller:
 
     def _rollout(self, now: float, commands: list[dict[str, Any]]) -> None:
         r = self.state["rollout"]
-        if r["phase"] == rollout.PAUSED and not commands:
-            return  # a paused rollout waits for a person: only promote or abort moves it
+        if r["phase"] == rollout.PAUSED and not commands and not rollout.background_measures(r, self.dep.background is not None):
+            return  # a paused rollout waits for a person: only promote or abort moves it (and background analysis)
         promote = any(c["command"] == "promote" for c in commands)
         abort = any(c["command"] == "abort" for c in commands)
         before = r
         r, actions = rollout.tick(self.dep.steps, r, now, measure=self._measure, interval_for=self.dep.analyses.interval,
-                                  promote=promote, abort=abort)
+                                  promote=promote, abort=abort, background=self.dep.background)
         self.state["rollout"] = r
         for cmd in commands:
             self._answer(cmd, *rollout.answer(cmd["command"], self.dep.steps, before, r, aborting=abort))
@@ -555,6 +555,10 @@ def _shares(counts: list[float] | None) -> list[float] | None:
 
 
 def _last_analysis(r: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest measurement: the background run's when it is the one that decided, else a step's."""
+    background = r.get("background") or {}
+    if background.get("verdict") and background.get("last"):
+        return background["last"]
     runs = ([r["analysis"]] if r.get("analysis") else []) + list(reversed(r.get("analysisHistory", [])))
     return next((run["last"] for run in runs if run.get("last")), None)
 

@@ -20,7 +20,7 @@ from ondeck.monitor import MonitorSpec
 from ondeck.spec import ModelDeployment, load_manifest
 from ondeck.spec.model import AnalysisTemplate
 from ondeck.spec.templates import TemplateMissing, step_templates
-from ondeck.spec.traffic import rollout_steps, stable_variant
+from ondeck.spec.traffic import background_analysis, rollout_steps, stable_variant
 from ondeck.spec.uri import parse_uri
 
 
@@ -46,6 +46,7 @@ class LocalDeployment:
     canary: str | None
     steps: list[dict[str, Any]]
     analyses: CanaryAnalyses | None  # with a canary strategy only
+    background: dict[str, Any] | None  # strategy.canary.analysis, as ondeck.rollout.tick takes it
     spec_hash: str
 
     @property
@@ -81,9 +82,6 @@ def load(path: str | Path, cluster_templates: dict[str, AnalysisTemplate] | None
     canary = spec.strategy.canary if spec.strategy else None
     analyses = None
     if canary is not None:
-        if canary.analysis is not None:
-            raise UserError(f"{path}: spec.strategy.canary.analysis (background analysis) is not carried out by "
-                            "ondeck run yet; use analysis steps")
         try:
             templates = step_templates(spec, cluster_templates or {})
         except TemplateMissing as exc:
@@ -94,6 +92,7 @@ def load(path: str | Path, cluster_templates: dict[str, AnalysisTemplate] | None
     return LocalDeployment(
         md=md, source=source, packages=packages, stable=stable, canary=canary.canary_variant if canary else None,
         steps=rollout_steps(canary) if canary else [], analyses=analyses,
+        background=background_analysis(canary) if canary else None,
         spec_hash=hashlib.sha256(spec_json.encode()).hexdigest()[:16],
     )
 

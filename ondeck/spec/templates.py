@@ -38,7 +38,7 @@ def load(path: str | Path, flag: str = "--analysis-templates") -> dict[str, m.An
 
 
 def step_templates(spec: m.ModelDeploymentSpec, cluster: dict[str, m.AnalysisTemplate]) -> dict[str, m.AnalysisTemplate]:
-    """The templates the canary's analysis steps name, by ``templateName``.
+    """The templates the canary's analysis steps and its background analysis name, by ``templateName``.
 
     Raises :class:`TemplateMissing` for a clusterScope name the cluster set lacks, and for a name
     used both with and without clusterScope (steps and measurements know templates by name only, so
@@ -46,6 +46,7 @@ def step_templates(spec: m.ModelDeploymentSpec, cluster: dict[str, m.AnalysisTem
     """
     canary = spec.strategy.canary if spec.strategy else None
     refs = [r for s in (canary.steps if canary else ()) if s.analysis for r in s.analysis.templates]
+    refs += canary.analysis.templates if canary and canary.analysis else []
     local = {t.name: t for t in spec.analysis.templates} if spec.analysis else {}
     scoped = {r.template_name for r in refs if r.cluster_scope}
     both = scoped & {r.template_name for r in refs if not r.cluster_scope}

@@ -156,6 +156,14 @@ def _experiment_weights(spec: m.ModelDeploymentSpec, experiment: dict[str, Any] 
     return ex.weights(experiment) if plan is not None and ex.same_experiment(plan, experiment) else None
 
 
+def background_analysis(canary: m.Canary) -> dict[str, Any] | None:
+    """``strategy.canary.analysis`` as :func:`ondeck.rollout.tick`'s ``background``, or None."""
+    if canary.analysis is None:
+        return None
+    return {"analysis": {"templates": [{"templateName": t.template_name} for t in canary.analysis.templates]},
+            "startingStep": canary.analysis.starting_step}
+
+
 def rollout_steps(canary: m.Canary) -> list[dict[str, Any]]:
     """The canary steps as :func:`ondeck.rollout.tick` takes them: pause durations in seconds."""
     steps: list[dict[str, Any]] = []

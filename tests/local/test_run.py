@@ -118,6 +118,25 @@ def test_a_bad_canary_is_rolled_back_on_its_own(tmp_path, examples_dir, requests
     assert processes_of(run.state_dir) == []
 
 
+def test_background_analysis_rolls_a_bad_canary_back_while_it_waits_at_a_gate(tmp_path, examples_dir, requests_v1, runs):
+    path = manifest(tmp_path, examples_dir, "churn", canary="v2-bad", steps=[{"setWeight": 50}, {"pause": {}}],
+                    analysis=FAST_ANALYSIS, monitoring={"feedback": {"enabled": True}})
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["strategy"]["canary"]["analysis"] = {"templates": [{"templateName": "health"}], "startingStep": 1}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    run = runs(path)
+    run.ready()
+    run.wait(lambda s: s["rollout"]["phase"] == "Paused", 60, "the gate")  # no step analysis: only the background runs
+    with traffic(run, requests_v1):
+        state = run.wait(lambda s: s["rollout"]["phase"] != "Paused", 120, "the background analysis to decide")
+    r = state["rollout"]
+    assert r["phase"] == "Degraded" and "background analysis" in r["message"], r["message"]
+    assert r["stepIndex"] == 1 and r["background"]["verdict"] == "Failed" and r["background"]["measurements"] >= 1
+    rollback = state["decisions"][-1]
+    assert rollback["action"] == "rollback" and rollback["evidence"]["metrics"]
+    assert served_by(run.router, 10) == {"stable"}
+
+
 def test_gates_status_promote_abort_and_a_restart_that_resumes_the_same_step(tmp_path, examples_dir, runs):
     path = manifest(tmp_path, examples_dir, "gated", canary="v2", steps=GATED)
     first = runs(path)

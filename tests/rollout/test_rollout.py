@@ -122,3 +122,55 @@ def test_a_step_must_say_what_it_is():
     s = r.new_state("stable", "canary", 0)
     with pytest.raises(ValueError, match="none of setWeight, pause, analysis"):
         r.tick([{"bogus": 1}], s, 0)
+
+
+BACKGROUND = {"analysis": {"templates": [{"templateName": "health"}]}, "startingStep": 1}
+
+
+def test_background_analysis_watches_from_its_starting_step_and_rolls_back_mid_pause():
+    m = verdicts("continue", "rollback")
+    s = r.new_state("stable", "canary", 0, stable_version="v1", canary_version="v2")
+    s, _ = run(s, 0, measure=m, background=BACKGROUND)  # weight 10, then step 1 (the 60 s pause): background starts
+    assert s["stepIndex"] == 1 and m.calls == []
+    s, a = run(s, 30, measure=m, background=BACKGROUND)  # measured while the pause step runs: no verdict yet
+    assert m.calls == [(0, 30)] and s["phase"] == r.PROGRESSING and s["stepIndex"] == 1
+    assert [e["reason"] for e in a if e["type"] == "event"] == ["BackgroundAnalysisMeasured"]
+    s, a = run(s, 59, measure=m, background=BACKGROUND)  # not due
+    assert len(m.calls) == 1
+    s, a = run(s, 60, measure=m, background=BACKGROUND)  # failed: rolled back before the pause could end
+    assert s["phase"] == r.DEGRADED and s["canaryWeight"] == 0 and s["stepIndex"] == 1
+    assert [x["type"] for x in a if x["type"] != "event"] == ["setWeights", "abort"]
+    assert "background analysis: measured rollback" in s["message"]
+
+
+def test_background_analysis_does_not_start_before_its_step():
+    s = r.new_state("stable", "canary", 0)
+    later = {**BACKGROUND, "startingStep": 3}
+    m = verdicts("continue")
+    for now in (0, 30, 60, 90):  # steps 0-2: the weight, the pause, then the step analysis (still measuring)
+        s, _ = run(s, now, measure=m, background=later)
+    assert "background" not in s and s["stepIndex"] == 2 and m.calls == [(60, 90)]  # the step's window only
+
+
+def test_inconclusive_background_pauses_until_promoted_then_a_new_run_starts():
+    answers, runs_seen = ["pause", "promote"], []
+
+    def m(step, run_state, start, end):  # each background run starts with no run state of its own
+        runs_seen.append(run_state)
+        m.calls.append((start, end))
+        action = answers[min(len(m.calls) - 1, len(answers) - 1)]
+        return {"n": 1}, Decision(action, f"measured {action}", {})
+    m.calls = []
+    s = r.new_state("stable", "canary", 0)
+    s, _ = run(s, 0, measure=m, background={**BACKGROUND, "startingStep": 0})
+    s, _ = run(s, 30, measure=m, background={**BACKGROUND, "startingStep": 0})
+    assert s["phase"] == r.PAUSED and "background analysis inconclusive" in s["message"]
+    assert not r.background_measures(s, True)  # it waits for a person now, not for time
+    s, _ = run(s, 45, measure=m, background={**BACKGROUND, "startingStep": 0})  # still paused without a person
+    assert s["phase"] == r.PAUSED and len(m.calls) == 1
+    s, a = run(s, 50, measure=m, background={**BACKGROUND, "startingStep": 0}, promote=True)
+    assert s["phase"] == r.PROGRESSING and s["background"]["runs"] == 1 and s["background"]["verdict"] is None
+    assert s["background"]["previous"]["verdict"] == r.INCONCLUSIVE and s["stepIndex"] == 1  # the pause step
+    s, _ = run(s, 80, measure=m, background={**BACKGROUND, "startingStep": 0})  # the new run passes: another starts
+    assert s["background"]["runs"] == 2 and s["background"]["previous"]["verdict"] == r.SUCCESSFUL
+    assert r.background_measures(s, True) and runs_seen == [None, None]
