@@ -171,20 +171,13 @@ def _run_analysis(state, step, now, measure, interval: float, actions) -> str | 
     """Take a measurement when one is due; return the run's verdict once it has one."""
     run = state["analysis"]
     if run is None:  # the first window opens when the step starts
-        run = state["analysis"] = {"step": state["stepIndex"], "startedAt": now, "lastAt": now, "run": None,
-                                   "measurements": 0, "last": None, "verdict": None}
+        run = state["analysis"] = {"step": state["stepIndex"], **_new_run(now)}
     if run["verdict"]:  # concluded (an inconclusive run waits here for a person)
         return run["verdict"]
     if now - run["lastAt"] < interval:
         state["phase"] = PROGRESSING
         return None
-    if measure is None:
-        raise ValueError("an analysis step needs a measure function")
-    run["run"], decision = measure(step, run["run"], run["lastAt"], now)
-    run["lastAt"] = now
-    run["measurements"] += 1
-    run["last"] = {"action": decision.action, "reason": decision.reason, "evidence": decision.evidence}
-    run["verdict"] = _VERDICTS[decision.action]
+    decision = _measure_run(run, step, now, measure)
     state["message"] = f"analysis: {decision.reason}"
     actions.append(_event(f"Analysis{run['verdict'] or 'Measured'}", state["message"]))
     if run["verdict"] is None:
@@ -196,17 +189,10 @@ def _run_background(state, background, now, measure, interval: float, actions) -
     """The background run's measurement when one is due; its verdict once it has one."""
     run = state.get("background")
     if run is None:  # the first window opens when the starting step is reached
-        run = state["background"] = {"startedAt": now, "lastAt": now, "run": None, "measurements": 0,
-                                     "last": None, "verdict": None, "runs": 0}
+        run = state["background"] = {**_new_run(now), "runs": 0}
     if run["verdict"] or now - run["lastAt"] < interval:
         return run["verdict"]
-    if measure is None:
-        raise ValueError("background analysis needs a measure function")
-    run["run"], decision = measure(background, run["run"], run["lastAt"], now)
-    run["lastAt"] = now
-    run["measurements"] += 1
-    run["last"] = {"action": decision.action, "reason": decision.reason, "evidence": decision.evidence}
-    run["verdict"] = _VERDICTS[decision.action]
+    decision = _measure_run(run, background, now, measure)
     actions.append(_event(f"BackgroundAnalysis{run['verdict'] or 'Measured'}", f"background analysis: {decision.reason}"))
     return run["verdict"]
 
@@ -214,9 +200,25 @@ def _run_background(state, background, now, measure, interval: float, actions) -
 def _restart_background(state, now) -> None:
     """A new background run from now on (the last one is kept as ``previous``)."""
     old = state["background"]
-    state["background"] = {"startedAt": now, "lastAt": now, "run": None, "measurements": 0, "last": None,
-                           "verdict": None, "runs": old.get("runs", 0) + 1,
+    state["background"] = {**_new_run(now), "runs": old.get("runs", 0) + 1,
                            "previous": {k: old[k] for k in ("startedAt", "measurements", "last", "verdict")}}
+
+
+def _new_run(now) -> dict[str, Any]:
+    """An analysis run (a step's or the background's) whose first window opens ``now``."""
+    return {"startedAt": now, "lastAt": now, "run": None, "measurements": 0, "last": None, "verdict": None}
+
+
+def _measure_run(run, step, now, measure):
+    """Measure the window since the run's last measurement; the run records it and its verdict."""
+    if measure is None:
+        raise ValueError("analysis needs a measure function")
+    run["run"], decision = measure(step, run["run"], run["lastAt"], now)
+    run["lastAt"] = now
+    run["measurements"] += 1
+    run["last"] = {"action": decision.action, "reason": decision.reason, "evidence": decision.evidence}
+    run["verdict"] = _VERDICTS[decision.action]
+    return decision
 
 
 def _next_step(state, now, why: str) -> None:
