@@ -35,7 +35,6 @@ log = logging.getLogger("ondeck.operator")
 PROMOTE = "ondeck.io/promote"
 ABORT = "ondeck.io/abort"
 COMMANDS = {"promote": PROMOTE, "abort": ABORT}
-FALLBACK_INTERVAL = 60.0  # between attempts to measure when the analysis cannot even be set up
 # Events a person should see in `kubectl get events` as warnings.
 WARNINGS = {"RolloutAborted", "AnalysisFailed", "AnalysisInconclusive"}
 KEEP_RUNS = 5  # analysis runs shown in status.analysisRuns
@@ -78,7 +77,9 @@ class CanaryController:
             # Said at once, not only when the analysis step comes to measure (it pauses there with the reason).
             out.events.append(("Warning", "AnalysisTemplateMissing", problem))
         measure = self._measure(md, namespace, stable, candidate, analyses, problem, out)
-        interval = analyses.interval if analyses else (lambda step: FALLBACK_INTERVAL)
+        # An analysis that cannot even be set up (a missing template, an unreadable package) is
+        # inconclusive at once: the rollout pauses with the reason instead of holding its traffic share.
+        interval = analyses.interval if analyses else (lambda step: 0.0)
         after, actions = rollout.tick(steps, state, now, measure=measure, interval_for=interval,
                                       promote="promote" in taken, abort="abort" in taken,
                                       background=background_analysis(canary))

@@ -181,8 +181,11 @@ def test_the_operator_resolves_cluster_scope_refs_from_its_templates_file(md_crd
         [event] = wait_for(missing_event, timeout=60, interval=0.5, what="AnalysisTemplateMissing event")
         assert event["type"] == "Warning" and event["involvedObject"]["name"] == "lost"
         assert "no cluster-wide analysis template named ghost (clusterScope: true; there are strict)" in event["message"]
-        lost_rollout = get(cluster, ns, "md", "lost")["status"]["rollout"]
-        assert lost_rollout["phase"] != "Healthy" and lost_rollout["stepIndex"] == 1  # held at the analysis step
+        # paused at its analysis step at once, with the reason, rather than holding its share until a retry
+        lost_rollout = wait_for(lambda: ((get(cluster, ns, "md", "lost") or {}).get("status") or {}).get("rollout", {})
+                                .get("phase") == "Paused" and get(cluster, ns, "md", "lost")["status"]["rollout"],
+                                timeout=30, interval=0.5, what="lost paused at its analysis")
+        assert lost_rollout["stepIndex"] == 1 and "no cluster-wide analysis template named ghost" in lost_rollout["message"]
     finally:
         stop_process(proc)
         request.node.add_report_section("call", "operator log", log.read_text()[-8000:])
