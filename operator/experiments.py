@@ -26,7 +26,7 @@ from typing import Any
 
 from ondeck import experiment as ex
 from ondeck.operator.prometheus import Prometheus, PrometheusUnavailable
-from ondeck.operator.rolling import COMMANDS
+from ondeck.operator.rolling import commands_given, commands_taken
 from ondeck.spec import model as m
 from ondeck.spec.traffic import experiment_plan
 
@@ -52,12 +52,11 @@ class ExperimentController:
         annotations = annotations or {}
         if not ex.same_experiment(plan, state):
             state = ex.new_state(plan, now)
-            state["commands"] = {c: annotations.get(a) for c, a in COMMANDS.items()}  # older ones are not for this one
+            state["commands"] = commands_given(annotations)
             out.events.append(("Normal", "ExperimentStarted", state["message"]))
             # a new experiment undoes what an earlier one's outcome did to the weights and replicas
             out.rerender = True
-        taken = {c: annotations[a] for c, a in COMMANDS.items()
-                 if annotations.get(a) and annotations[a] != (state.get("commands") or {}).get(c)}
+        taken = commands_taken(annotations, state.get("commands"))
         if taken:
             # abort wins over promote given at once, as for the canary
             name = "abort" if "abort" in taken else "promote"

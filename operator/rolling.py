@@ -35,6 +35,17 @@ log = logging.getLogger("ondeck.operator")
 PROMOTE = "ondeck.io/promote"
 ABORT = "ondeck.io/abort"
 COMMANDS = {"promote": PROMOTE, "abort": ABORT}
+
+
+def commands_given(annotations: dict[str, str]) -> dict[str, str | None]:
+    """The command annotations' values now: what a new rollout or experiment records as already seen,
+    so that a command given before it started does not act on it."""
+    return {c: annotations.get(a) for c, a in COMMANDS.items()}
+
+
+def commands_taken(annotations: dict[str, str], seen: dict[str, Any] | None) -> dict[str, str]:
+    """The commands whose annotation carries a value not taken before (``seen``: the state's ``commands``)."""
+    return {c: annotations[a] for c, a in COMMANDS.items() if annotations.get(a) and annotations[a] != (seen or {}).get(c)}
 # Events a person should see in `kubectl get events` as warnings.
 WARNINGS = {"RolloutAborted", "AnalysisFailed", "AnalysisInconclusive"}
 KEEP_RUNS = 5  # analysis runs shown in status.analysisRuns
@@ -65,12 +76,11 @@ class CanaryController:
         if started:
             state = rollout.new_state(stable.name, candidate.name, now, stable_version=stable.version,
                                       canary_version=candidate.version)
-            state["commands"] = {c: annotations.get(a) for c, a in COMMANDS.items()}  # older ones are not for this rollout
+            state["commands"] = commands_given(annotations)
             out.events.append(("Normal", "RolloutStarted",
                                f"rolling out {candidate.name} ({candidate.version}) against {stable.name} ({stable.version})"))
             out.rerender = True
-        taken = {c: annotations[a] for c, a in COMMANDS.items()
-                 if annotations.get(a) and annotations[a] != state.get("commands", {}).get(c)}
+        taken = commands_taken(annotations, state.get("commands"))
         steps = rollout_steps(canary)
         analyses, problem, missing = self._analyses(md, candidate)
         if started and missing:

@@ -229,7 +229,6 @@ class HttpMirror:
     def __init__(self, data: bytes, req: Request, primary_body: bytes):
         self.data = data
         self.req = req
-        self.headers = req.headers
         self.primary_body = primary_body
         self._mergeable: Mergeable | None = None
 
@@ -241,7 +240,7 @@ class HttpMirror:
 
     @property
     def request_id(self) -> str | None:
-        return _header_dict(self.headers).get("x-request-id")
+        return _header_dict(self.req.headers).get("x-request-id")
 
     def send(self, endpoint: Endpoint, timeout: float, connect_timeout: float, done) -> None:
         endpoint.http_send(self.data, False, connect_timeout, timeout, done)
