@@ -53,7 +53,7 @@ class ServedModel:
     def _run_batch(self, x: np.ndarray, request_ids: list[str], counts: list[int]) -> dict[str, np.ndarray]:
         out = self.model.run(x)
         cols = prediction_columns(out.get(PROBA_OUTPUT), out.get(VALUE_OUTPUT))
-        self.stats.batch(x, np.column_stack([cols[c] for c in self._prediction_columns]))
+        self.stats.batch(x, [cols[c] for c in self._prediction_columns])
         self.store.record([key_of(r) for r in request_ids], counts, cols.get("class"), cols["score"])
         return out
 
