@@ -12,8 +12,7 @@ regressor's score is its prediction.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import orjson
 
@@ -22,8 +21,8 @@ class CompareError(ValueError):
     """An answer without outputs we can read, or two answers that do not line up."""
 
 
-@dataclass(frozen=True)
-class Predictions:
+class Predictions(NamedTuple):
+    # A NamedTuple, not a frozen dataclass: one is made per answer compared, and it is 4x cheaper to make.
     classes: tuple | None  # one class per row (classifiers)
     scores: tuple[float, ...] | None  # one score per row
     request_id: str | None = None  # the answer's ``id``: V2 answers echo the request's
@@ -32,9 +31,14 @@ class Predictions:
     def rows(self) -> int:
         return len(self.classes if self.classes is not None else self.scores or ())
 
+    def part(self, start: int, rows: int) -> "Predictions":
+        """Rows ``start`` .. ``start + rows`` (one request's share of a merged answer)."""
+        end = start + rows
+        return Predictions(self.classes[start:end] if self.classes is not None else None,
+                           self.scores[start:end] if self.scores is not None else None, self.request_id)
 
-@dataclass(frozen=True)
-class Pair:
+
+class Pair(NamedTuple):
     agree: bool | None  # None when neither side predicts classes (regressors)
     abs_diff: float | None
 
@@ -43,17 +47,27 @@ class Pair:
 
 
 def compare(primary: Predictions, shadow: Predictions) -> Pair:
-    if primary.rows != shadow.rows or primary.rows == 0:
+    if primary.rows != shadow.rows:
         raise CompareError(f"primary answered {primary.rows} rows, shadow {shadow.rows}")
+    return compare_part(primary, shadow, 0, primary.rows)
+
+
+def compare_part(primary: Predictions, shadow: Predictions, start: int, rows: int) -> Pair:
+    """``primary`` against the shadow's ``rows`` rows from ``start`` on: a merged answer holds many
+    requests' rows, and slicing it into a :class:`Predictions` per request costs more than comparing."""
+    n = primary.rows
+    if n == 0 or n != rows or start + n > shadow.rows:
+        raise CompareError(f"primary answered {n} rows, shadow {min(rows, shadow.rows - start)} for that request")
     agree = None
     if primary.classes is not None and shadow.classes is not None:
-        agree = all(a == b for a, b in zip(primary.classes, shadow.classes))
+        agree = primary.classes == shadow.classes[start:start + n]
     abs_diff = None
     if primary.scores is not None and shadow.scores is not None:
-        abs_diff = sum(abs(a - b) for a, b in zip(primary.scores, shadow.scores)) / primary.rows
+        theirs = shadow.scores
+        abs_diff = sum(abs(a - theirs[start + i]) for i, a in enumerate(primary.scores)) / n
     if agree is None and abs_diff is None:
         raise CompareError("the answers have no outputs in common to compare")
-    return Pair(agree=agree, abs_diff=abs_diff)
+    return Pair(agree, abs_diff)
 
 
 def from_json(body: bytes) -> Predictions:

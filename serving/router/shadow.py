@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from ondeck.serving.router.compare import CompareError, Predictions, compare
+from ondeck.serving.router.compare import CompareError, Predictions, compare, compare_part
 from ondeck.serving.router.forward import Exchange, Routes
-from ondeck.serving.router.merging import CANNOT, MAX_MERGED_ROWS, Mergeable, merged_request, split_answer
+from ondeck.serving.router.merging import CANNOT, MAX_MERGED_ROWS, Mergeable, merged_answer, merged_request
 from ondeck.serving.router.metrics import RouterMetrics
 from ondeck.serving.router.upstream import Done, Endpoint, UpstreamError
 
@@ -78,9 +78,9 @@ class PairLog:
 class ShadowMirror:
     """Runs at most ``concurrency`` mirrored requests at once; up to ``queue_size`` more wait; the rest drop.
 
-    Mirrored requests go out in bursts: the first one waits ``burst_seconds`` for others, then all
-    that wait are sent at once (as many as ``concurrency`` allows). They reach the shadow in one
-    moment and its adaptive batching runs them as one batch; sent one by one, as the primaries
+    Mirrored requests go out in bursts: the first one waits ``burst_seconds`` for others (or until
+    ``MAX_MERGED_ROWS`` wait), then all that wait are sent at once (as many as ``concurrency`` allows).
+    They reach the shadow in one moment and its adaptive batching runs them as one batch; sent one by one, as the primaries
     answer, each would cost the shadow a model run of its own, and on shared cores that is the
     client's CPU. Callback-driven like the REST path (no worker tasks, no queue futures).
     """
@@ -99,7 +99,14 @@ class ShadowMirror:
             self.metrics.shadow(primary, shadow.variant, "dropped")
             return
         self._waiting.append((routes, primary, job))
-        self._schedule(shadow.burst_seconds)
+        if len(self._waiting) >= MAX_MERGED_ROWS and self._burst is not None and self._active < shadow.concurrency:
+            # A full merged request's worth waits: waiting longer only fills the queue (at a high mirror rate
+            # a 50 ms burst would pass ``queue_size``).
+            self._burst.cancel()
+            self._burst = None
+            self._schedule(0.0)
+        else:
+            self._schedule(shadow.burst_seconds)
 
     def _schedule(self, delay: float) -> None:
         # Started from the loop rather than from offer(): the client's connection moves on first.
@@ -165,19 +172,21 @@ class ShadowMirror:
             endpoint.http_send(data, False, timeouts.connect_seconds, shadow.timeout_seconds, done)
 
         def finish(_variant, answer: Any, error: Exception | None) -> None:
-            outs: list = [None] * len(group)
+            merged = None
             if error is None:
                 try:
                     if answer.status != 200:
                         raise CompareError(f"shadow answered HTTP {answer.status}")
-                    outs = split_answer(answer.body, [p.rows for p in parts])
+                    merged = merged_answer(answer.body, sum(p.rows for p in parts))
                 except CompareError as exc:
                     error = exc
-            for (_, primary, job), out in zip(group, outs):
+            start = 0
+            for (_, primary, job), part in zip(group, parts):
                 try:
-                    self._record(routes, primary, job, answer, error, out)
+                    self._record(routes, primary, job, answer, error, merged, start, part.rows)
                 except Exception:  # noqa: BLE001 - see _start
                     self.metrics.shadow(primary, shadow.variant, "error")
+                start += part.rows
             self._release()
 
         try:
@@ -192,8 +201,9 @@ class ShadowMirror:
         self._schedule(0.0)
 
     def _record(self, routes: Routes, primary: str, job: MirrorJob, answer: Any, error: Exception | None,
-                shadow_out: Predictions | None = None) -> None:
-        """Count and log one mirrored request's outcome; ``shadow_out`` is its share of a merged answer."""
+                merged: Predictions | None = None, start: int = 0, rows: int = 0) -> None:
+        """Count and log one mirrored request's outcome; its shadow answer is ``merged``'s ``rows`` rows from
+        ``start`` when it went to the shadow merged with others, else ``answer``."""
         shadow = routes.config.shadow.variant
         if error is not None:
             timeout = isinstance(error, UpstreamError) and error.kind == "timeout"
@@ -201,13 +211,18 @@ class ShadowMirror:
             return
         try:
             primary_out = job.primary()
-            shadow_out = shadow_out if shadow_out is not None else job.shadow(answer)
-            pair = compare(primary_out, shadow_out)
+            if merged is not None:
+                pair = compare_part(primary_out, merged, start, rows)
+            else:
+                shadow_out = job.shadow(answer)
+                pair = compare(primary_out, shadow_out)
         except CompareError:
             self.metrics.shadow(primary, shadow, "error")
             return
         self.metrics.compared(primary, shadow, pair.agree, pair.abs_diff)
         if self.pair_log is not None:
+            if merged is not None:
+                shadow_out = merged.part(start, rows)
             self.pair_log.write({
                 "time": time.time(), "request_id": job.request_id or primary_out.request_id or uuid.uuid4().hex,
                 "model": routes.config.model, "protocol": job.protocol, "primary": primary, "shadow": shadow,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from ondeck.serving.router.compare import CompareError
-from ondeck.serving.router.merging import MAX_MERGED_ROWS, merged_request, mergeable, split_answer
+from ondeck.serving.router.compare import CompareError, Predictions, compare_part
+from ondeck.serving.router.merging import MAX_MERGED_ROWS, merged_answer, merged_request, mergeable
 
 PATH = b"/v2/models/churn/infer"
 
@@ -31,9 +31,17 @@ def test_requests_of_one_form_merge_and_their_rows_come_back_to_each():
     answer = orjson.dumps({"id": request_id, "outputs": [
         {"name": "label", "datatype": "INT64", "shape": [3], "data": [0, 1, 1]},
         {"name": "probabilities", "datatype": "FP32", "shape": [3, 2], "data": [0.9, 0.1, 0.2, 0.8, 0.3, 0.7]}]})
-    first, second = split_answer(answer, [1, 2])
+    merged = merged_answer(answer, 3)
+    first, second = merged.part(0, 1), merged.part(1, 2)
     assert first.classes == (0,) and first.scores == (pytest.approx(0.1),)
     assert second.classes == (1, 1) and second.scores == (pytest.approx(0.8), pytest.approx(0.7))
+    # each request is compared with its own rows of the merged answer
+    assert compare_part(Predictions((1, 1), (0.8, 0.5)), merged, 1, 2) == (True, pytest.approx(0.1))
+    assert compare_part(Predictions((1,), (0.1,)), merged, 0, 1) == (False, pytest.approx(0.0))
+    with pytest.raises(CompareError, match="shadow 1 for that request"):
+        compare_part(Predictions((1, 1), (0.8, 0.7)), merged, 2, 2)  # more rows than the merged answer has left
+    with pytest.raises(CompareError, match="primary answered 1 rows, shadow 2"):
+        compare_part(Predictions((1,), (0.8,)), merged, 1, 2)  # the primary answered fewer rows than it was sent
 
 
 def test_only_plain_v2_json_infer_requests_merge():
@@ -56,6 +64,27 @@ def test_only_plain_v2_json_infer_requests_merge():
 
 def test_an_answer_that_does_not_line_up_is_a_compare_error():
     with pytest.raises(CompareError, match="not 3 rows"):
-        split_answer(orjson.dumps({"outputs": [{"name": "label", "shape": [2], "data": [0, 1]}]}), [1, 2])
+        merged_answer(orjson.dumps({"outputs": [{"name": "label", "shape": [2], "data": [0, 1]}]}), 3)
     with pytest.raises(CompareError, match="not JSON"):
-        split_answer(b"<html>", [1])
+        merged_answer(b"<html>", 1)
+
+
+def test_a_full_merged_request_of_mirrors_goes_without_waiting_for_the_burst_window():
+    import asyncio
+    from types import SimpleNamespace
+
+    from ondeck.serving.router.shadow import ShadowMirror
+
+    shadow = SimpleNamespace(queue_size=10_000, concurrency=4, burst_seconds=60.0, merge=True)
+    routes = SimpleNamespace(config=SimpleNamespace(shadow=shadow))
+
+    async def offer(n: int) -> int:
+        mirror, sent = ShadowMirror(metrics=None), []
+        mirror._send_burst = lambda: sent.append(len(mirror._waiting))  # what a burst would take
+        for _ in range(n):
+            mirror.offer(routes, "stable", SimpleNamespace())
+        await asyncio.sleep(0)  # one turn of the loop: a burst due "now" has run, a 60 s window has not
+        return sum(sent)
+
+    assert asyncio.run(offer(MAX_MERGED_ROWS - 1)) == 0  # fewer wait: they wait for the window
+    assert asyncio.run(offer(MAX_MERGED_ROWS)) == MAX_MERGED_ROWS  # a full merged request's worth goes at once
