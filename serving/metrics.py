@@ -211,8 +211,7 @@ class ModelStats:
     def __init__(self, values: np.ndarray, slots: ModelSlots, shape: ModelShape | None = None):
         self.v = values
         self.s = slots
-        self._m = memoryview(values) if values.flags.c_contiguous and values.dtype == np.float64 else values
-        self._requests = dict(slots.requests)
+        self._m = memoryview(values)  # a C-contiguous float64 row of SharedCounters.all
         self._feature_edges = [np.asarray(e, dtype=np.float64) for _, e in shape.features] if shape else []
         self._prediction_edges = [np.asarray(e, dtype=np.float64) for _, e in shape.predictions] if shape else []
         self._xs: list[np.ndarray] = []  # runs' rows since the last flush
@@ -220,11 +219,8 @@ class ModelStats:
         self._n = 0
 
     def request(self, protocol: str, code: str, seconds: float) -> None:
-        m = self._m
-        m[self._requests[protocol, code]] += 1
-        h = self.s.duration[protocol]
-        m[h.base + bisect_left(h.bounds, seconds)] += 1
-        m[h.base + len(h.bounds) + 1] += seconds
+        self._m[self.s.requests[protocol, code]] += 1
+        _observe(self._m, self.s.duration[protocol], seconds)
 
     def rejected(self, reason: str) -> None:
         self._m[self.s.validation[reason]] += 1
@@ -236,10 +232,8 @@ class ModelStats:
         """A model run: its rows, and the rows and predictions (one array per profiled prediction column,
         in the order of the model's shape) for the bin counters."""
         n = x.shape[0]
-        m, h = self._m, self.s.batch
-        m[self.s.rows] += n
-        m[h.base + bisect_left(h.bounds, n)] += 1
-        m[h.base + len(h.bounds) + 1] += n
+        self._m[self.s.rows] += n
+        _observe(self._m, self.s.batch, n)
         self._xs.append(x)
         for kept, column in zip(self._ps, predictions):
             kept.append(column)
@@ -293,7 +287,7 @@ def _add_bins(values: np.ndarray, base: int, offsets: tuple[int, ...], edges: li
     values[base:base + total] += np.bincount(index, minlength=total)
 
 
-def _observe(values: np.ndarray, h: Histogram, x: float) -> None:
+def _observe(values: memoryview, h: Histogram, x: float) -> None:
     values[h.base + bisect_left(h.bounds, x)] += 1
     values[h.base + len(h.bounds) + 1] += x
 

@@ -80,9 +80,9 @@ class ShadowMirror:
 
     Mirrored requests go out in bursts: the first one waits ``burst_seconds`` for others (or until
     ``MAX_MERGED_ROWS`` wait), then all that wait are sent at once (as many as ``concurrency`` allows).
-    They reach the shadow in one moment and its adaptive batching runs them as one batch; sent one by one, as the primaries
-    answer, each would cost the shadow a model run of its own, and on shared cores that is the
-    client's CPU. Callback-driven like the REST path (no worker tasks, no queue futures).
+    They reach the shadow in one moment and its adaptive batching runs them as one batch; sent one by
+    one, as the primaries answer, each would cost the shadow a model run of its own, and on shared
+    cores that is the client's CPU. Callback-driven like the REST path (no worker tasks, no queue futures).
     """
 
     def __init__(self, metrics: RouterMetrics, pair_log: PairLog | None = None):
