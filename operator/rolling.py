@@ -46,6 +46,8 @@ def commands_given(annotations: dict[str, str]) -> dict[str, str | None]:
 def commands_taken(annotations: dict[str, str], seen: dict[str, Any] | None) -> dict[str, str]:
     """The commands whose annotation carries a value not taken before (``seen``: the state's ``commands``)."""
     return {c: annotations[a] for c, a in COMMANDS.items() if annotations.get(a) and annotations[a] != (seen or {}).get(c)}
+
+
 # Events a person should see in `kubectl get events` as warnings.
 WARNINGS = {"RolloutAborted", "AnalysisFailed", "AnalysisInconclusive"}
 KEEP_RUNS = 5  # analysis runs shown in status.analysisRuns

@@ -1,11 +1,15 @@
 """Mirrored V2 JSON requests merged for the shadow, and its answer split back, row for row."""
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
 import orjson
 import pytest
 
 from ondeck.serving.router.compare import CompareError, Predictions, compare_part
 from ondeck.serving.router.merging import MAX_MERGED_ROWS, merged_answer, merged_request, mergeable
+from ondeck.serving.router.shadow import ShadowMirror
 
 PATH = b"/v2/models/churn/infer"
 
@@ -70,11 +74,6 @@ def test_an_answer_that_does_not_line_up_is_a_compare_error():
 
 
 def test_a_full_merged_request_of_mirrors_goes_without_waiting_for_the_burst_window():
-    import asyncio
-    from types import SimpleNamespace
-
-    from ondeck.serving.router.shadow import ShadowMirror
-
     shadow = SimpleNamespace(queue_size=10_000, concurrency=4, burst_seconds=60.0, merge=True)
     routes = SimpleNamespace(config=SimpleNamespace(shadow=shadow))
 
