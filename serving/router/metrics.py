@@ -9,7 +9,10 @@ whole router: a snapshot of this store is plain data that the workers exchange (
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+if TYPE_CHECKING:
+    from ondeck.serving.router.compare import Pair
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ABS_DIFF_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
@@ -87,11 +90,14 @@ class RouterMetrics:
     def shadow(self, primary: str, shadow: str, outcome: str) -> None:
         self._inc("ondeck_shadow_requests_total", (self.model, primary, shadow, outcome))
 
-    def compared(self, primary: str, shadow: str, agree: bool | None, abs_diff: float | None) -> None:
-        self.shadow(primary, shadow, "compared")
-        self._inc("ondeck_shadow_agreement_total", (self.model, primary, shadow), 1.0 if agree else 0.0)
-        if abs_diff is not None:
-            self._observe("ondeck_shadow_abs_diff", (self.model, primary, shadow), abs_diff)
+    def compared(self, primary: str, shadow: str, pairs: Sequence[Pair]) -> None:
+        """Count compared pairs of ``primary`` and ``shadow`` (a merged burst's, or one)."""
+        labels = (self.model, primary, shadow)
+        self._inc("ondeck_shadow_requests_total", labels + ("compared",), len(pairs))
+        self._inc("ondeck_shadow_agreement_total", labels, sum(1.0 for p in pairs if p.agree))
+        for p in pairs:
+            if p.abs_diff is not None:
+                self._observe("ondeck_shadow_abs_diff", labels, p.abs_diff)
 
     def _inc(self, name: str, labels: tuple[str, ...], by: float = 1.0) -> None:
         series = self._series[name]

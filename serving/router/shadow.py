@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ondeck.serving.router.compare import CompareError, Predictions, compare, compare_part
+from ondeck.serving.router.compare import CompareError, Pair, Predictions, compare, compare_merged
 from ondeck.serving.router.forward import Exchange, Routes
 from ondeck.serving.router.merging import CANNOT, MAX_MERGED_ROWS, Mergeable, merged_answer, merged_request
 from ondeck.serving.router.metrics import RouterMetrics
@@ -172,21 +172,23 @@ class ShadowMirror:
             endpoint.http_send(data, False, timeouts.connect_seconds, shadow.timeout_seconds, done)
 
         def finish(_variant, answer: Any, error: Exception | None) -> None:
-            merged = None
-            if error is None:
-                try:
-                    if answer.status != 200:
-                        raise CompareError(f"shadow answered HTTP {answer.status}")
-                    merged = merged_answer(answer.body, sum(p.rows for p in parts))
-                except CompareError as exc:
-                    error = exc
-            start = 0
-            for (_, primary, job), part in zip(group, parts):
-                try:
-                    self._record(routes, primary, job, answer, error, merged, start, part.rows)
-                except Exception:  # noqa: BLE001 - see _start
+            try:
+                if error is None:
+                    try:
+                        if answer.status != 200:
+                            raise CompareError(f"shadow answered HTTP {answer.status}")
+                        merged = merged_answer(answer.body, sum(p.rows for p in parts))
+                        pairs = compare_merged([job.primary_body for _, _, job in group], [p.rows for p in parts], merged)
+                    except CompareError as exc:
+                        error = exc
+                if error is None:
+                    self._record_merged(routes, group, parts, merged, pairs)
+                else:
+                    for _, primary, job in group:
+                        self._record(routes, primary, job, None, error)
+            except Exception:  # noqa: BLE001 - see _start
+                for _, primary, _ in group:
                     self.metrics.shadow(primary, shadow.variant, "error")
-                start += part.rows
             self._release()
 
         try:
@@ -200,34 +202,48 @@ class ShadowMirror:
         # slot goes on at once. From the loop: a shadow that fails fast must not recurse once per waiting job.
         self._schedule(0.0)
 
-    def _record(self, routes: Routes, primary: str, job: MirrorJob, answer: Any, error: Exception | None,
-                merged: Predictions | None = None, start: int = 0, rows: int = 0) -> None:
-        """Count and log one mirrored request's outcome; its shadow answer is ``merged``'s ``rows`` rows from
-        ``start`` when it went to the shadow merged with others, else ``answer``."""
+    def _record(self, routes: Routes, primary: str, job: MirrorJob, answer: Any, error: Exception | None) -> None:
+        """Count and log the outcome of one mirrored request sent on its own."""
         shadow = routes.config.shadow.variant
         if error is not None:
             timeout = isinstance(error, UpstreamError) and error.kind == "timeout"
             self.metrics.shadow(primary, shadow, "timeout" if timeout else "error")
             return
         try:
-            primary_out = job.primary()
-            if merged is not None:
-                pair = compare_part(primary_out, merged, start, rows)
-            else:
-                shadow_out = job.shadow(answer)
-                pair = compare(primary_out, shadow_out)
+            primary_out, shadow_out = job.primary(), job.shadow(answer)
+            pair = compare(primary_out, shadow_out)
         except CompareError:
             self.metrics.shadow(primary, shadow, "error")
             return
-        self.metrics.compared(primary, shadow, pair.agree, pair.abs_diff)
+        self.metrics.compared(primary, shadow, [pair])
         if self.pair_log is not None:
-            if merged is not None:
-                shadow_out = merged.part(start, rows)
-            self.pair_log.write({
-                "time": time.time(), "request_id": job.request_id or primary_out.request_id or uuid.uuid4().hex,
-                "model": routes.config.model, "protocol": job.protocol, "primary": primary, "shadow": shadow,
-                "primary_output": _output(primary_out), "shadow_output": _output(shadow_out), **pair.to_dict(),
-            })
+            self._log(routes, primary, job, primary_out, shadow_out, pair)
+
+    def _record_merged(self, routes: Routes, group: list[tuple[Routes, str, MirrorJob]], parts: list[Mergeable],
+                       merged: Predictions, pairs: list[Pair | CompareError]) -> None:
+        """Count and log the outcomes of a merged group: each request on its own, counted per primary at once."""
+        shadow = routes.config.shadow.variant
+        compared: dict[str, list[Pair]] = {}
+        start = 0
+        for (_, primary, job), part, pair in zip(group, parts, pairs):
+            if isinstance(pair, CompareError):
+                self.metrics.shadow(primary, shadow, "error")
+            else:
+                compared.setdefault(primary, []).append(pair)
+                if self.pair_log is not None:
+                    self._log(routes, primary, job, job.primary(), merged.part(start, part.rows), pair)
+            start += part.rows
+        for primary, done in compared.items():
+            self.metrics.compared(primary, shadow, done)
+
+    def _log(self, routes: Routes, primary: str, job: MirrorJob, primary_out: Predictions, shadow_out: Predictions,
+             pair: Pair) -> None:
+        self.pair_log.write({
+            "time": time.time(), "request_id": job.request_id or primary_out.request_id or uuid.uuid4().hex,
+            "model": routes.config.model, "protocol": job.protocol, "primary": primary,
+            "shadow": routes.config.shadow.variant, "primary_output": _output(primary_out),
+            "shadow_output": _output(shadow_out), **pair.to_dict(),
+        })
 
     def close(self) -> None:
         """Forget waiting jobs and write the pairs logged so far."""

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from ondeck.serving.router.compare import CompareError, Predictions, compare_part
+from ondeck.serving.router.compare import CompareError, Predictions, compare_merged, compare_part, from_json
 from ondeck.serving.router.merging import MAX_MERGED_ROWS, merged_answer, merged_request, mergeable
 from ondeck.serving.router.shadow import ShadowMirror
 
@@ -87,3 +87,45 @@ def test_a_full_merged_request_of_mirrors_goes_without_waiting_for_the_burst_win
 
     assert asyncio.run(offer(MAX_MERGED_ROWS - 1)) == 0  # fewer wait: they wait for the window
     assert asyncio.run(offer(MAX_MERGED_ROWS)) == MAX_MERGED_ROWS  # a full merged request's worth goes at once
+
+
+def test_the_merged_request_carries_the_clients_numbers_as_they_were_written():
+    # Only the data is cut out: the shadow sees the very digits each client sent, not a float's round trip.
+    spaced = b'{"id": "req-1", "inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 3], "data": [1e-3, 12.50, 7]}]}'
+    compact = b'{"id":"req-2","inputs":[{"name":"input","datatype":"FP64","shape":[1,3],"data":[0.1,2,3]}]}'
+    a, b = mergeable(PATH, [], spaced), mergeable(PATH, [], compact)
+    assert a.key is not None and a.key == b.key  # the same form, whatever the ids and the spacing
+    _, data = merged_request(PATH, [a, b])
+    sent = data.partition(b"\r\n\r\n")[2]
+    assert b'"data":[1e-3, 12.50, 7,0.1,2,3]' in sent
+    assert orjson.loads(sent)["inputs"][0]["shape"] == [2, 3]
+
+
+def test_data_outside_the_inputs_or_not_plain_numbers_does_not_merge():
+    strings = orjson.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1, 1], "data": ["a,b"]}]})
+    assert mergeable(PATH, [], strings).key is None
+    stray = b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}], "data": [3]}'
+    assert mergeable(PATH, [], stray).key is None  # a key the form check refuses: cutting its data must not hide it
+    empty = b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1], "data": [ ]}]}'
+    assert mergeable(PATH, [], empty).key is None  # a count of one number would pass for it without the check
+
+
+def test_each_primary_answer_of_a_burst_is_compared_with_its_own_rows():
+    def answer(labels: list[int], probabilities: list[float], k: int = 2) -> bytes:
+        return orjson.dumps({"id": "x", "outputs": [
+            {"name": "label", "datatype": "INT64", "shape": [len(labels)], "data": labels},
+            {"name": "probabilities", "datatype": "FP32", "shape": [len(labels), k], "data": probabilities}]})
+
+    merged = merged_answer(answer([0, 1, 1, 0], [0.9, 0.1, 0.2, 0.8, 0.4, 0.6, 0.7, 0.3]), 4)
+    primaries = [answer([0], [0.8, 0.2]), answer([1, 0], [0.2, 0.8, 0.6, 0.4]), b"<html>", answer([1], [0.4, 0.6])]
+    pairs = compare_merged(primaries, [1, 2, 1, 1], Predictions(merged.classes + (0,), merged.scores + (0.3,)))
+    assert pairs[0] == (True, pytest.approx(0.1))
+    assert pairs[1] == (False, pytest.approx(0.1))  # row 2 disagrees; mean of |0.8-0.8| and |0.4-0.6|
+    assert isinstance(pairs[2], CompareError) and "not JSON" in str(pairs[2])  # only the bad answer fails
+    assert pairs[3] == (False, pytest.approx(0.3))
+    # the same pairs as comparing each answer on its own, through the general path (three classes here)
+    three = answer([2], [0.1, 0.2, 0.7], k=3)
+    shadow3 = merged_answer(answer([2, 1], [0.1, 0.2, 0.7, 0.1, 0.8, 0.1], k=3), 2)
+    assert compare_merged([three, three], [1, 1], shadow3) == [
+        compare_part(from_json(three), shadow3, 0, 1), compare_part(from_json(three), shadow3, 1, 1)]
+    assert compare_merged([three], [2], shadow3)[0].args[0].startswith("primary answered 1 rows")

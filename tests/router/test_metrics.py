@@ -4,6 +4,7 @@ from __future__ import annotations
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from ondeck.serving.router.compare import Pair
 from ondeck.serving.router.metrics import RouterMetrics
 
 
@@ -18,8 +19,7 @@ def test_exposition_parses_with_documented_names_and_buckets():
         m.answered("stable", "v1", "rest_v2", 200, seconds)
     m.answered("canary", "v2", "grpc", 503, 0.001)
     m.set_weights({("stable", "v1"): 90, ("canary", "v2"): 10})
-    m.compared("stable", "cand", True, 0.2)
-    m.compared("stable", "cand", False, None)
+    m.compared("stable", "cand", [Pair(True, 0.2), Pair(False, None)])
     s = samples(m.exposition())
     base = (("model", "churn"), ("protocol", "rest_v2"), ("variant", "stable"), ("version", "v1"))
     assert s[("ondeck_router_requests_total", tuple(sorted(base + (("code", "200"),))))] == 4
