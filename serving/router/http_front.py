@@ -224,6 +224,7 @@ class Proxied:
 class HttpMirror:
     """A REST request to replay on the shadow, with the primary's answer to compare against."""
 
+    __slots__ = ("data", "req", "primary_body", "_mergeable")
     protocol = "http"
 
     def __init__(self, data: bytes, req: Request, primary_body: bytes):

@@ -129,3 +129,14 @@ def test_each_primary_answer_of_a_burst_is_compared_with_its_own_rows():
     assert compare_merged([three, three], [1, 1], shadow3) == [
         compare_part(from_json(three), shadow3, 0, 1), compare_part(from_json(three), shadow3, 1, 1)]
     assert compare_merged([three], [2], shadow3)[0].args[0].startswith("primary answered 1 rows")
+
+
+def test_a_request_like_the_last_one_but_for_its_numbers_is_checked_as_closely():
+    first = b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}'
+    assert mergeable(PATH, [], first).key is not None  # remembered: the next ones of this form go the short way
+    again = mergeable(PATH, [], first.replace(b"[1, 2]}", b"[3.5, -4e-2]}"))
+    assert again.key == mergeable(PATH, [], first).key and again.data == [b"3.5, -4e-2"]
+    assert mergeable(PATH, [], first.replace(b"[1, 2]}", b"[3]}")).key is None  # a number short
+    # the same text before and after the numbers, but what lies between is not numbers: read in full, and refused
+    sneaky = first.replace(b"[1, 2]}", b'[1, 2], "parameters": {"a": [3]}')
+    assert sneaky.endswith(b"]}]}") and mergeable(PATH, [], sneaky).key is None
