@@ -133,8 +133,7 @@ def _loads(body: bytes) -> Any:
 
 def from_json(body: bytes) -> Predictions:
     """Predictions from a V2 (``outputs``) or V1 (``predictions``) JSON answer."""
-    doc = _loads(body)
-    return from_doc(doc)
+    return from_doc(_loads(body))
 
 
 def from_doc(doc: Any) -> Predictions:

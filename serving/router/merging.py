@@ -113,6 +113,8 @@ def mergeable(path: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> M
     if form is None or any(_count(text) != size for text, size in zip(data, form.sizes)):
         return CANNOT  # a number short: the shadow sees the request as it came, and answers it
     if len(pieces) == 2:  # one input, no id
+        if len(_last) >= MAX_FORMS:
+            _last.clear()
         _last[path] = (pieces[0], pieces[1], form)
     return Mergeable(form, data)
 
