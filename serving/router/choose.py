@@ -46,7 +46,7 @@ class RoutingTable:
 
         self.shadow_variant = config.shadow.variant if config.shadow else None
         self._mirror_step = round(config.shadow.fraction * _MIRROR_SCALE) if config.shadow else 0
-        self._mirror_acc = 0
+        self._mirror_acc: dict[str, int] = {}  # one sampler per variant: see mirror()
 
     def choose(self, headers: Mapping[str, str] | None = None) -> str:
         """The variant for a request; ``headers`` maps lower-case names to values."""
@@ -86,14 +86,21 @@ class RoutingTable:
         current[best] -= self._total
         return self._names[best]
 
-    def mirror(self) -> bool:
-        """Should this request also go to the shadow? True for exactly ``fraction`` of the calls, evenly spread."""
-        if not self._mirror_step:
+    def mirror(self, variant: str) -> bool:
+        """Should this request, served by ``variant``, also go to the shadow? True for exactly ``fraction`` of
+        each variant's requests, evenly spread; never for the shadow variant's own.
+
+        One sampler per variant: a single one, counting all requests, falls in step with the weighted
+        split (both are deterministic; with 90/10 and 10% every tenth request is the canary's, or never is)
+        and can leave a variant's requests unmirrored for good.
+        """
+        if not self._mirror_step or variant == self.shadow_variant:
             return False
-        self._mirror_acc += self._mirror_step
-        if self._mirror_acc >= _MIRROR_SCALE:
-            self._mirror_acc -= _MIRROR_SCALE
+        acc = self._mirror_acc.get(variant, 0) + self._mirror_step
+        if acc >= _MIRROR_SCALE:
+            self._mirror_acc[variant] = acc - _MIRROR_SCALE
             return True
+        self._mirror_acc[variant] = acc
         return False
 
 

@@ -50,8 +50,7 @@ def _route(router: "Router", method: str):
                          if k not in _TRANSPORT_KEYS and not k.startswith(":"))
         headers = {k: v for k, v in metadata if isinstance(v, str)} if table.needs_headers else None
         variant = table.choose(headers)
-        mirror = (method == MIRRORED and table.shadow_variant is not None and variant != table.shadow_variant
-                  and table.mirror())
+        mirror = method == MIRRORED and table.shadow_variant is not None and table.mirror(variant)
         remaining = context.time_remaining()
         timeout = routes.config.timeouts.request_seconds
         timeout = min(timeout, remaining) if remaining is not None else timeout

@@ -180,8 +180,7 @@ class Proxied:
         self.routes = routes = conn.router.routes  # one snapshot for the whole request: a reload changes nothing
         table = routes.table
         self.variant = table.choose(_header_dict(req.headers) if table.needs_headers else None)
-        self.mirror = (table.shadow_variant is not None and self.variant != table.shadow_variant
-                       and req.method == b"POST" and table.mirror())
+        self.mirror = table.shadow_variant is not None and req.method == b"POST" and table.mirror(self.variant)
         self.data = _upstream_request(req)
         self.tried: list[Endpoint] = []
         conn.router.in_flight += 1

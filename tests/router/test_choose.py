@@ -84,7 +84,22 @@ def test_cookie_value():
 
 def test_mirror_fraction_is_exact_and_spread():
     t = make({"stable": 100, "shadow": 0}, shadow={"variant": "shadow", "fraction": 0.1})
-    picks = [t.mirror() for _ in range(1000)]
+    picks = [t.mirror("stable") for _ in range(1000)]
     assert sum(picks) == 100
     assert max(len(run) for run in "".join("x" if p else "." for p in picks).split("x")) <= 9
-    assert not any(make({"stable": 100}).mirror() for _ in range(100))
+    assert not any(make({"stable": 100}).mirror("stable") for _ in range(100))
+    assert not any(t.mirror("shadow") for _ in range(100))  # the shadow's own requests (a header rule's) are not
+
+
+def test_every_variant_gets_its_share_of_mirrors_whatever_the_split():
+    # A 90/10 split and a 10% shadow are both periodic with period 10: one sampler for all requests fell in
+    # step with the split, and the canary's requests were never mirrored.
+    t = make({"stable": 90, "canary": 10, "shadow": 0}, shadow={"variant": "shadow", "fraction": 0.1})
+    served = Counter()
+    mirrored = Counter()
+    for _ in range(1000):
+        variant = t.choose()
+        served[variant] += 1
+        mirrored[variant] += t.mirror(variant)
+    assert served == {"stable": 900, "canary": 100}
+    assert mirrored == {"stable": 90, "canary": 10}
