@@ -79,10 +79,10 @@ def compare_merged(primaries: Sequence[bytes], rows: Sequence[int], shadow: Pred
     is most of what the router spends on comparing."""
     try:
         docs = orjson.loads(b"[" + b",".join(primaries) + b"]")
-        if len(docs) != len(primaries):  # an answer that was not one JSON value
-            raise ValueError
-    except ValueError:  # orjson.JSONDecodeError included: each answer on its own, so only a bad one fails
-        docs = [_loads(body) for body in primaries]
+    except orjson.JSONDecodeError:
+        docs = None
+    if docs is None or len(docs) != len(primaries):  # a bad answer (or one that was not one JSON value):
+        docs = [_loads(body) for body in primaries]  # each on its own, so only that one fails
     shadow_classes = list(shadow.classes) if shadow.classes is not None else None
     out: list[Pair | CompareError] = []
     start = 0

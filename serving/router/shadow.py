@@ -179,17 +179,15 @@ class ShadowMirror:
                             raise CompareError(f"shadow answered HTTP {answer.status}")
                         merged = merged_answer(answer.body, sum(p.rows for p in parts))
                         pairs = compare_merged([job.primary_body for _, _, job in group], [p.rows for p in parts], merged)
-                    except CompareError as exc:
+                    except Exception as exc:  # noqa: BLE001 - a bad answer (or a bug) must not stop the shadow
                         error = exc
                 if error is None:
                     self._record_merged(routes, group, parts, merged, pairs)
-                else:
+                else:  # every request of the group counted once, as an error or a timeout
                     for _, primary, job in group:
                         self._record(routes, primary, job, None, error)
-            except Exception:  # noqa: BLE001 - see _start
-                for _, primary, _ in group:
-                    self.metrics.shadow(primary, shadow.variant, "error")
-            self._release()
+            finally:
+                self._release()
 
         try:
             Exchange(routes, shadow.variant, "http", send, finish, self.metrics, fallback=False).start()
