@@ -12,6 +12,8 @@ machine is shared and a neighbour's burst would otherwise land on one target onl
   nginx 90/10   wrk -> nginx (Debian), split_clients 90/10 over keep-alive upstream pools
 
 Prints a table with ratios and rewrites the results section of benchmarks/router/README.md.
+``--pool OUTPUT...`` runs nothing: it pools the rounds of saved outputs (this script's stderr and stdout,
+e.g. ``run 2>&1 | tee OUT``) into one goal table, each paired figure with a 95% bootstrap interval.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import datetime
 import json
 import os
 import platform
+import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -32,6 +36,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 README = Path(__file__).with_name("README.md")
 ONDECK = [sys.executable, "-m", "ondeck.cli"]
+NGINX, DIRECT, ROUTE, SHADOW, ROUTE2 = ("nginx split_clients 90/10", "direct", "route 90/10", "route 90/10 + 10% shadow",
+                                        "route 90/10, --workers 2")
+# What each round prints per target; --pool reads these lines back.
+ROUND_LINE = re.compile(r"round (\d+): (.+?)\s+(\d+) rps\s+(\d+) us CPU/request\s+p50 (\d+) us")
 ROW = [12.0, 70.0, 900.0, 1.0, 2.0, 1.0, 30.0, 1.0, 40.0, 20.0, 10.0, 5.0, 1.0, 2.0, 3.0, 1.0, 20.0, 2.0, 30.0, 0.0]
 INFER = "/v2/models/churn/infer"
 WRK_SCRIPT = """
@@ -105,7 +113,7 @@ def ensure_tools() -> None:
 
 
 def wrk(port: int, connections: int, seconds: float, work: Path) -> dict:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(work / "post.lua"),
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(work / "post.lua"),
                           f"http://127.0.0.1:{port}{INFER}"], capture_output=True, text=True, check=True,
                          env={**os.environ, "WRK_BODY": str(work / "body.json")}, timeout=seconds + 60)
     line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
@@ -139,7 +147,11 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32, help="connections of the throughput runs (default 32)")
     ap.add_argument("--examples", help="built example packages (default: $ONDECK_EXAMPLES, else built now)")
     ap.add_argument("--no-readme", action="store_true", help="print only; leave README.md alone")
+    ap.add_argument("--pool", nargs="+", metavar="OUTPUT", help="run nothing: pool the rounds of saved outputs")
     args = ap.parse_args()
+    if args.pool:
+        print(render_pooled(args.pool))
+        return 0
     ensure_tools()
 
     procs: list[subprocess.Popen] = []
@@ -231,9 +243,8 @@ def run(args, tmp: Path, procs: list) -> int:
     # In this order the router is measured right after direct and right before the shadow: the pairs of the
     # first and last goals are neighbours in time, which the paired ratios rely on. Every other round runs the
     # order backwards (ABBA), so a host that speeds up or slows down through a round favours neither side.
-    targets = [("nginx split_clients 90/10", nginx_port, nginx_pid), ("direct", int(servers["stable"].rsplit(":", 1)[1]), None),
-               ("route 90/10", *routers["route"]), ("route 90/10 + 10% shadow", *routers["shadow"]),
-               ("route 90/10, --workers 2", *routers["route2"])]
+    targets = [(NGINX, nginx_port, nginx_pid), (DIRECT, int(servers["stable"].rsplit(":", 1)[1]), None),
+               (ROUTE, *routers["route"]), (SHADOW, *routers["shadow"]), (ROUTE2, *routers["route2"])]
     everyone = [pid for _, _, pid in targets if pid is not None] + list(server_pids.values())
     for _, port, _ in targets:  # warm-up: connections, pools, caches
         wrk(port, args.connections, 2, tmp)
@@ -251,7 +262,7 @@ def run(args, tmp: Path, procs: list) -> int:
             throughputs[name].append(t)
         for name, port, pid in order:
             latencies[name].append(wrk(port, 1, args.latency_seconds, tmp))
-        for name, _, _ in targets:
+        for name, _, _ in targets:  # the format ROUND_LINE reads back
             print(f"round {round_ + 1}: {name:28s} {throughputs[name][-1]['rps']:9.0f} rps  "
                   f"{throughputs[name][-1]['system_cpu_us']:5.0f} us CPU/request  p50 {latencies[name][-1]['p50_us']} us (1 conn)",
                   file=sys.stderr)
@@ -259,25 +270,58 @@ def run(args, tmp: Path, procs: list) -> int:
     results = {name: (median(r[0] for r in rs), median(r[1] for r in rs)) for name, rs in runs.items()}
     for name, rs in runs.items():  # the least disturbed round: what the target does when neighbours are quiet
         results[name][0]["best_rps"] = max(r[0]["rps"] for r in rs)
-        results[name][0]["round_rps"] = [r[0]["rps"] for r in rs]
-        results[name][0]["round_cpu"] = [r[0]["system_cpu_us"] for r in rs]
+    rounds = [{name: Round(rs[i][0]["rps"], rs[i][0]["system_cpu_us"], rs[i][1]["p50_us"]) for name, rs in runs.items()}
+              for i in range(args.rounds)]
 
     canary_share = (metric(routers["route"][0], "ondeck_router_requests_total", variant="canary")
                     / max(1.0, metric(routers["route"][0], "ondeck_router_requests_total")))
     shadow_outcomes = {o: metric(routers["shadow"][0], "ondeck_shadow_requests_total", outcome=o)
                        for o in ("compared", "dropped", "error", "timeout")}
-    report = render(args, results, canary_share, shadow_outcomes)
+    report = render(args, results, rounds, canary_share, shadow_outcomes)
     print(report)
     if not args.no_readme:
         write_readme(report)
     return 0
 
 
-def render(args, results: dict, canary_share: float, shadow: dict) -> str:
-    direct_t, direct_l = results["direct"]
-    route_t, route_l = results["route 90/10"]
-    shadow_t, _ = results["route 90/10 + 10% shadow"]
-    nginx_t, nginx_l = results["nginx split_clients 90/10"]
+class Round(tuple):
+    """One target's figures in one round: throughput rps, servers + proxy CPU us per request, p50 us at c1."""
+
+    rps = property(lambda self: self[0])
+    cpu = property(lambda self: self[1])
+    p50 = property(lambda self: self[2])
+
+    def __new__(cls, rps: float, cpu: float, p50: float):
+        return super().__new__(cls, (rps, cpu, p50))
+
+
+def median_interval(xs: list[float], draws: int = 2000) -> tuple[float, float]:
+    """A 95% bootstrap interval of the median of ``xs``: how much the host's noise leaves a figure open."""
+    rng = random.Random(0)  # the same rounds always print the same interval
+    medians = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(draws))
+    return medians[int(draws * 0.025)], medians[int(draws * 0.975) - 1]
+
+
+def paired_goals(rounds: list[dict[str, Round]]) -> list[tuple[str, list[float], str, str, object]]:
+    """Each goal's per-round figure: (goal, figures, format, target, test). A paired figure compares two targets
+    measured back to back in the same round, so a slow spell of the host that spans a round hits both sides."""
+    return [
+        ("p50 overhead of the router (c1, route - direct)", [(r[ROUTE].p50 - r[DIRECT].p50) / 1000 for r in rounds],
+         "{:.3f} ms", "<= 1 ms", lambda x: x <= 1),
+        ("router rps / direct rps", [r[ROUTE].rps / r[DIRECT].rps for r in rounds], "{:.2f}", ">= 0.8", lambda x: x >= 0.8),
+        ("router rps / nginx rps", [r[ROUTE].rps / r[NGINX].rps for r in rounds], "{:.2f}", ">= 0.8", lambda x: x >= 0.8),
+        ("rps the 10% shadow costs the client", [(1 - r[SHADOW].rps / r[ROUTE].rps) * 100 for r in rounds], "{:.1f}%",
+         "<= 5%", lambda x: x <= 5),
+        # The same cost in CPU: what the shadow target spends per client request beyond the plain router, over
+        # what the plain router's target spends (servers and proxy; wrk's share is the same on both sides).
+        ("CPU the 10% shadow adds per client request (servers + proxy; supporting figure)",
+         [(r[SHADOW].cpu / r[ROUTE].cpu - 1) * 100 for r in rounds], "{:.1f}%", "(<= 5%)", lambda x: x <= 5),
+    ]
+
+
+def render(args, results: dict, rounds: list[dict[str, Round]], canary_share: float, shadow: dict) -> str:
+    direct_t, direct_l = results[DIRECT]
+    route_t, route_l = results[ROUTE]
     lines = [
         f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores "
         f"({platform.machine()}), Python {platform.python_version()}; medians of {args.rounds} interleaved rounds of "
@@ -289,47 +333,53 @@ def render(args, results: dict, canary_share: float, shadow: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, (t, l) in results.items():
-        cpu = f"{t['proxy_cpu_us']:.0f} us" if name != "direct" else "-"
+        cpu = f"{t['proxy_cpu_us']:.0f} us" if name != DIRECT else "-"
         lines.append(f"| {name} | {t['rps']:.0f} | {t['rps'] / direct_t['rps']:.2f}x | {t['best_rps']:.0f} | "
                      f"{t['best_rps'] / direct_t['best_rps']:.2f}x | {t['p50_us'] / 1000:.2f} ms | {t['p99_us'] / 1000:.2f} ms | "
                      f"{l['p50_us'] / 1000:.3f} ms | {cpu} | {t['system_cpu_us']:.0f} us | {t['errors'] + l['errors']} |")
-    overhead_ms = (route_l["p50_us"] - direct_l["p50_us"]) / 1000
-
-    def ratios(a: dict, b: dict) -> tuple[float, float]:
-        """(ratio of the medians, paired: median over rounds of the ratio within each round). A slow spell of
-        the host that spans a round hits both sides of a paired ratio, where it moves one median only."""
-        return a["rps"] / b["rps"], statistics.median(x / y for x, y in zip(a["round_rps"], b["round_rps"]))
-
-    vs_direct, vs_nginx = ratios(route_t, direct_t), ratios(route_t, nginx_t)
-    shadow_cost = [1 - r for r in ratios(shadow_t, route_t)]
-    # The same cost in CPU: what the shadow target spends per client request beyond the plain router, over
-    # what the plain router's target spends (servers and proxy; wrk's share is the same on both sides).
-    shadow_cpu = [shadow_t["system_cpu_us"] / route_t["system_cpu_us"] - 1,
-                  statistics.median(a / b - 1 for a, b in zip(shadow_t["round_cpu"], route_t["round_cpu"]))]
-
-    def shown(pair: tuple[float, float], fmt: str) -> str:
-        return f"{fmt.format(pair[0])} (paired: {fmt.format(pair[1])})"
-
-    def met(pair: tuple[float, float], ok) -> str:
-        return " / ".join("yes" if ok(x) else "NO" for x in pair)
-
-    goals = [
-        ("p50 overhead of the router (c1, route - direct)", f"{overhead_ms:.3f} ms", "<= 1 ms",
-         "yes" if overhead_ms <= 1 else "NO"),
-        ("router rps / direct rps", shown(vs_direct, "{:.2f}"), ">= 0.8", met(vs_direct, lambda x: x >= 0.8)),
-        ("router rps / nginx rps", shown(vs_nginx, "{:.2f}"), ">= 0.8", met(vs_nginx, lambda x: x >= 0.8)),
-        ("rps the 10% shadow costs the client", shown(tuple(c * 100 for c in shadow_cost), "{:.1f}%"), "<= 5%",
-         met(shadow_cost, lambda x: x <= 0.05)),
-        ("CPU the 10% shadow adds per client request (servers + proxy; supporting figure)",
-         shown(tuple(c * 100 for c in shadow_cpu), "{:.1f}%"), "(<= 5%)", met(shadow_cpu, lambda x: x <= 0.05)),
-    ]
+    # The same goals from the medians of the whole run (one figure per target): what the table above shows.
+    of_medians = [(route_l["p50_us"] - direct_l["p50_us"]) / 1000, route_t["rps"] / direct_t["rps"],
+                  route_t["rps"] / results[NGINX][0]["rps"], (1 - results[SHADOW][0]["rps"] / route_t["rps"]) * 100,
+                  (results[SHADOW][0]["system_cpu_us"] / route_t["system_cpu_us"] - 1) * 100]
     lines += ["", "Goals, for the one-process router (the default):", "",
-              "| goal | measured: ratio of medians (paired: median of per-round ratios) | target | met (median / paired) |",
-              "|---|---|---|---|"]
-    lines += [f"| {g} | {m} | {t} | {ok} |" for g, m, t, ok in goals]
+              "| goal | of the medians | paired: median of per-round figures | its 95% interval | target | met (medians / paired) |",
+              "|---|---|---|---|---|---|"]
+    for (goal, xs, fmt, target, ok), whole in zip(paired_goals(rounds), of_medians):
+        paired, (lo, hi) = statistics.median(xs), median_interval(xs)
+        lines.append(f"| {goal} | {fmt.format(whole)} | {fmt.format(paired)} | {fmt.format(lo)} to {fmt.format(hi)} | "
+                     f"{target} | {'yes' if ok(whole) else 'NO'} / {'yes' if ok(paired) else 'NO'} |")
     lines += ["", f"Canary share through the router: {canary_share * 100:.2f}% of all requests. Shadow outcomes: "
               + ", ".join(f"{k} {v:.0f}" for k, v in shadow.items()) + f". Load average at the end: "
               + " ".join(f"{x:.1f}" for x in os.getloadavg()) + "."]
+    return "\n".join(lines)
+
+
+def read_rounds(path: str) -> list[dict[str, Round]]:
+    """The complete rounds of one saved output, from the lines each round prints."""
+    rounds: dict[int, dict[str, Round]] = {}
+    for line in Path(path).read_text().splitlines():
+        m = ROUND_LINE.match(line)
+        if m:
+            rounds.setdefault(int(m[1]), {})[m[2].strip()] = Round(float(m[3]), float(m[4]), float(m[5]))
+    return [r for _, r in sorted(rounds.items()) if {NGINX, DIRECT, ROUTE, SHADOW} <= r.keys()]
+
+
+def render_pooled(paths: list[str]) -> str:
+    """One goal table over the rounds of several runs: a run's 9 rounds leave a paired figure open by about
+    +-0.1 on this kind of host, and pooled rounds narrow that."""
+    runs = [(path, read_rounds(path)) for path in paths]
+    rounds = [r for _, rs in runs for r in rs]
+    if not rounds:
+        sys.exit("no complete rounds in " + ", ".join(paths))
+    lines = [f"{len(rounds)} rounds pooled from {len(runs)} runs ("
+             + ", ".join(f"{Path(p).name}: {len(rs)}" for p, rs in runs) + ").", "",
+             "| goal | median of per-round figures | its 95% interval | per run | target | met |", "|---|---|---|---|---|---|"]
+    per_run = [paired_goals(rs) for _, rs in runs if rs]
+    for k, (goal, xs, fmt, target, ok) in enumerate(paired_goals(rounds)):
+        each = ", ".join(fmt.format(statistics.median(goals[k][1])) for goals in per_run)
+        median, (lo, hi) = statistics.median(xs), median_interval(xs)
+        lines.append(f"| {goal} | {fmt.format(median)} | {fmt.format(lo)} to {fmt.format(hi)} | {each} | {target} | "
+                     f"{'yes' if ok(median) else 'NO'} |")
     return "\n".join(lines)
 
 

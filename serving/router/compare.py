@@ -70,9 +70,11 @@ def compare_part(primary: Predictions, shadow: Predictions, start: int, rows: in
     return Pair(agree, abs_diff)
 
 
-def compare_merged(primaries: Sequence[bytes], rows: Sequence[int], shadow: Predictions) -> list["Pair | CompareError"]:
+def compare_merged(primaries: Sequence[bytes], rows: Sequence[int], shadow: Predictions,
+                   start: int = 0) -> list["Pair | CompareError"]:
     """Each primary's JSON answer against its own rows of the shadow's answer to the merged request, in
-    order (request ``i`` had ``rows[i]`` rows): that request's :class:`Pair`, or the error it met.
+    order (request ``i`` had ``rows[i]`` rows, the first of them from row ``start``): that request's
+    :class:`Pair`, or the error it met.
 
     The answers of a burst are read in one parse, and a two-class classifier's answer (the common case)
     is compared as it was read, without building its :class:`Predictions`: per mirrored request, that
@@ -85,7 +87,6 @@ def compare_merged(primaries: Sequence[bytes], rows: Sequence[int], shadow: Pred
         docs = [_loads(body) for body in primaries]  # each on its own, so only that one fails
     shadow_classes = list(shadow.classes) if shadow.classes is not None else None
     out: list[Pair | CompareError] = []
-    start = 0
     for doc, n in zip(docs, rows):
         try:
             pair = _two_class_pair(doc, n, shadow_classes, shadow.scores, start)

@@ -23,6 +23,11 @@ from ondeck.serving.router.merging import CANNOT, MAX_MERGED_ROWS, Mergeable, me
 from ondeck.serving.router.metrics import RouterMetrics
 from ondeck.serving.router.upstream import Done, Endpoint, UpstreamError
 
+# Requests of a merged group compared per turn of the event loop. A 50 ms burst at 2,500 mirrors a second holds
+# ~125 of them, and comparing them all at once (~3 us each) held every client of the router for ~0.4 ms: the
+# replicas ran dry meanwhile, and the client saw it in throughput and p99, beyond the CPU it took.
+COMPARE_SLICE = 32
+
 
 class MirrorJob(Protocol):
     """One answered request to replay on the shadow; made by the front-end that served it."""
@@ -99,6 +104,9 @@ class ShadowMirror:
             self.metrics.shadow(primary, shadow.variant, "dropped")
             return
         self._waiting.append((routes, primary, job))
+        if shadow.merge:
+            # Worked out now, as each request is answered, rather than for the whole burst at once: see COMPARE_SLICE.
+            _mergeable(job)
         if len(self._waiting) >= MAX_MERGED_ROWS and self._burst is not None and self._active < shadow.concurrency:
             # A full merged request's worth waits: waiting longer only fills the queue (at a high mirror rate
             # a 50 ms burst would pass ``queue_size``).
@@ -172,20 +180,19 @@ class ShadowMirror:
             endpoint.http_send(data, False, timeouts.connect_seconds, shadow.timeout_seconds, done)
 
         def finish(_variant, answer: Any, error: Exception | None) -> None:
-            try:
-                if error is None:
-                    try:
-                        if answer.status != 200:
-                            raise CompareError(f"shadow answered HTTP {answer.status}")
-                        merged = merged_answer(answer.body, sum(p.rows for p in parts))
-                        pairs = compare_merged([job.primary_body for _, _, job in group], [p.rows for p in parts], merged)
-                    except Exception as exc:  # noqa: BLE001 - a bad answer (or a bug) must not stop the shadow
-                        error = exc
-                if error is None:
-                    self._record_merged(routes, group, parts, merged, pairs)
-                else:  # every request of the group counted once, as an error or a timeout
-                    for _, primary, job in group:
-                        self._record(routes, primary, job, None, error)
+            if error is None:
+                try:
+                    if answer.status != 200:
+                        raise CompareError(f"shadow answered HTTP {answer.status}")
+                    merged = merged_answer(answer.body, sum(p.rows for p in parts))
+                except Exception as exc:  # noqa: BLE001 - a bad answer (or a bug) must not stop the shadow
+                    error = exc
+            if error is None:
+                self._compare_slice(routes, group, parts, merged, 0, 0)
+                return
+            try:  # every request of the group counted once, as an error or a timeout
+                for _, primary, job in group:
+                    self._record(routes, primary, job, None, error)
             finally:
                 self._release()
 
@@ -193,6 +200,27 @@ class ShadowMirror:
             Exchange(routes, shadow.variant, "http", send, finish, self.metrics, fallback=False).start()
         except Exception as exc:  # noqa: BLE001 - see _start
             finish(None, None, exc)
+
+    def _compare_slice(self, routes: Routes, group: list[tuple[Routes, str, MirrorJob]], parts: list[Mergeable],
+                       merged: Predictions, first: int, start: int) -> None:
+        """Compare and count ``COMPARE_SLICE`` requests of a merged group from request ``first`` (whose rows start at
+        row ``start`` of the merged answer), and leave the rest to the next turn of the loop."""
+        last = min(first + COMPARE_SLICE, len(group))
+        items, shares = group[first:last], parts[first:last]
+        try:
+            try:
+                pairs = compare_merged([job.primary_body for _, _, job in items], [p.rows for p in shares], merged, start)
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the shadow: these requests count as errors
+                for _, primary, job in items:
+                    self._record(routes, primary, job, None, exc)
+            else:
+                self._record_merged(routes, items, shares, merged, pairs, start)
+        finally:
+            if last < len(group):
+                asyncio.get_running_loop().call_soon(self._compare_slice, routes, group, parts, merged, last,
+                                                     start + sum(p.rows for p in shares))
+            else:
+                self._release()
 
     def _release(self) -> None:
         self._active -= 1
@@ -218,11 +246,11 @@ class ShadowMirror:
             self._log(routes, primary, job, primary_out, shadow_out, pair)
 
     def _record_merged(self, routes: Routes, group: list[tuple[Routes, str, MirrorJob]], parts: list[Mergeable],
-                       merged: Predictions, pairs: list[Pair | CompareError]) -> None:
-        """Count and log the outcomes of a merged group: each request on its own, counted per primary at once."""
+                       merged: Predictions, pairs: list[Pair | CompareError], start: int = 0) -> None:
+        """Count and log the outcomes of (a slice of) a merged group whose rows start at row ``start`` of the merged
+        answer: each request on its own, counted per primary at once."""
         shadow = routes.config.shadow.variant
         compared: dict[str, list[Pair]] = {}
-        start = 0
         for (_, primary, job), part, pair in zip(group, parts, pairs):
             if isinstance(pair, CompareError):
                 self.metrics.shadow(primary, shadow, "error")

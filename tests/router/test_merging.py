@@ -9,7 +9,7 @@ import pytest
 
 from ondeck.serving.router.compare import CompareError, Predictions, compare_merged, compare_part, from_json
 from ondeck.serving.router.merging import MAX_MERGED_ROWS, merged_answer, merged_request, mergeable
-from ondeck.serving.router.shadow import ShadowMirror
+from ondeck.serving.router.shadow import COMPARE_SLICE, ShadowMirror
 
 PATH = b"/v2/models/churn/infer"
 
@@ -129,6 +129,40 @@ def test_each_primary_answer_of_a_burst_is_compared_with_its_own_rows():
     assert compare_merged([three, three], [1, 1], shadow3) == [
         compare_part(from_json(three), shadow3, 0, 1), compare_part(from_json(three), shadow3, 1, 1)]
     assert compare_merged([three], [2], shadow3)[0].args[0].startswith("primary answered 1 rows")
+
+
+def test_a_large_merged_group_is_compared_a_slice_per_loop_turn_each_request_with_its_own_rows():
+    # 100 requests of one or two rows: request i's shadow rows agree for even i, and differ in score by i / 1000.
+    rows = [1 + i % 2 for i in range(100)]
+    classes, scores, primaries = [], [], []
+    for i, n in enumerate(rows):
+        p = 0.2 + (i % 5) / 10
+        primaries.append(orjson.dumps({"outputs": [
+            {"name": "label", "datatype": "INT64", "shape": [n], "data": [1] * n},
+            {"name": "probabilities", "datatype": "FP32", "shape": [n, 2], "data": [1 - p, p] * n}]}))
+        classes += [1 if i % 2 == 0 else 0] * n
+        scores += [p + i / 1000] * n
+    group = [(None, "stable", SimpleNamespace(primary_body=body, protocol="http", request_id=None)) for body in primaries]
+    compared, outcomes = [], []
+    metrics = SimpleNamespace(compared=lambda primary, shadow, pairs: compared.extend(pairs),
+                              shadow=lambda primary, shadow, outcome: outcomes.append(outcome))
+    routes = SimpleNamespace(config=SimpleNamespace(shadow=SimpleNamespace(variant="candidate")))
+
+    async def compare() -> int:
+        mirror = ShadowMirror(metrics)
+        mirror._active = 1  # the merged request's slot, freed once every request is counted
+        mirror._compare_slice(routes, group, [SimpleNamespace(rows=n) for n in rows],
+                              Predictions(tuple(classes), tuple(scores)), 0, 0)
+        first = len(compared)  # the rest waits for the loop: the router's clients go between slices
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert mirror._active == 0
+        return first
+
+    assert asyncio.run(compare()) == COMPARE_SLICE < len(rows)
+    assert outcomes == []
+    assert [pair.agree for pair in compared] == [i % 2 == 0 for i in range(100)]
+    assert [pair.abs_diff for pair in compared] == [pytest.approx(i / 1000, abs=1e-9) for i in range(100)]
 
 
 def test_a_request_like_the_last_one_but_for_its_numbers_is_checked_as_closely():
