@@ -9,7 +9,7 @@ import pytest
 
 from ondeck.serving.router.compare import CompareError, Predictions, compare_merged, compare_part, from_json
 from ondeck.serving.router.merging import MAX_MERGED_ROWS, merged_answer, merged_request, mergeable
-from ondeck.serving.router.shadow import COMPARE_SLICE, ShadowMirror
+from ondeck.serving.router.shadow import MIRRORS_PER_TURN, ShadowMirror
 
 PATH = b"/v2/models/churn/infer"
 
@@ -89,6 +89,29 @@ def test_a_full_merged_request_of_mirrors_goes_without_waiting_for_the_burst_win
     assert asyncio.run(offer(MAX_MERGED_ROWS)) == MAX_MERGED_ROWS  # a full merged request's worth goes at once
 
 
+def test_a_burst_is_cut_for_merging_a_slice_per_loop_turn_then_sent_whole():
+    shadow = SimpleNamespace(queue_size=10_000, concurrency=4, burst_seconds=60.0, merge=True)
+    routes = SimpleNamespace(config=SimpleNamespace(shadow=shadow))
+    cut, sent = [], []
+
+    def job(i: int) -> SimpleNamespace:
+        return SimpleNamespace(mergeable=lambda: cut.append(i) or SimpleNamespace(key=("same",), rows=1))
+
+    async def burst() -> tuple[int, int]:
+        mirror = ShadowMirror(metrics=None)
+        mirror._start_merged = lambda routes, group: sent.append(len(group))
+        for i in range(100):
+            mirror._waiting.append((routes, "stable", job(i)))
+        mirror._send_burst()
+        first = len(set(cut)), sum(sent)  # one slice cut, nothing sent yet: the clients go in between
+        for _ in range(10):
+            await asyncio.sleep(0)
+        return first
+
+    assert asyncio.run(burst()) == (MIRRORS_PER_TURN, 0)
+    assert set(cut) == set(range(100)) and sent == [100]  # then every mirror is cut, and all go as one request
+
+
 def test_the_merged_request_carries_the_clients_numbers_as_they_were_written():
     # Only the data is cut out: the shadow sees the very digits each client sent, not a float's round trip.
     spaced = b'{"id": "req-1", "inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 3], "data": [1e-3, 12.50, 7]}]}'
@@ -159,7 +182,7 @@ def test_a_large_merged_group_is_compared_a_slice_per_loop_turn_each_request_wit
         assert mirror._active == 0
         return first
 
-    assert asyncio.run(compare()) == COMPARE_SLICE < len(rows)
+    assert asyncio.run(compare()) == MIRRORS_PER_TURN < len(rows)
     assert outcomes == []
     assert [pair.agree for pair in compared] == [i % 2 == 0 for i in range(100)]
     assert [pair.abs_diff for pair in compared] == [pytest.approx(i / 1000, abs=1e-9) for i in range(100)]
