@@ -25,10 +25,10 @@ from ondeck.serving.router.metrics import RouterMetrics
 from ondeck.serving.router.upstream import Done, Endpoint, UpstreamError
 
 # Mirrors cut for merging, or compared, per turn of the event loop. A 50 ms burst at 2,500 mirrors a second holds
-# ~125 of them, and comparing them all at once (~3 us each) held every client of the router for ~0.4 ms while
-# the replicas ran dry; side by side under the same load, the sliced router answered ~3% more requests. The work
-# stays in the burst, a slice at a time: done as each request was answered instead, it ran cold between requests
-# and cost more than the stall it saved.
+# ~125 of them, and cutting them (~0.3 ms) or comparing them (~0.4 ms) all at once held every client of the router
+# while the replicas ran dry: the shadow target's p99 was ~1.11x the plain router's, ~1.03x since. The work stays
+# in the burst, a slice at a time: done as each request was answered instead, it ran cold between requests and
+# cost more CPU.
 MIRRORS_PER_TURN = 32
 
 
@@ -261,7 +261,7 @@ class ShadowMirror:
             self._log(routes, primary, job, primary_out, shadow_out, pair)
 
     def _record_merged(self, routes: Routes, group: list[tuple[Routes, str, MirrorJob]], parts: list[Mergeable],
-                       merged: Predictions, pairs: list[Pair | CompareError], start: int = 0) -> None:
+                       merged: Predictions, pairs: list[Pair | CompareError], start: int) -> None:
         """Count and log the outcomes of (a slice of) a merged group whose rows start at row ``start`` of the merged
         answer: each request on its own, counted per primary at once."""
         shadow = routes.config.shadow.variant
