@@ -32,6 +32,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[2]
 README = Path(__file__).with_name("README.md")
@@ -284,15 +285,12 @@ def run(args, tmp: Path, procs: list) -> int:
     return 0
 
 
-class Round(tuple):
-    """One target's figures in one round: throughput rps, servers + proxy CPU us per request, p50 us at c1."""
+class Round(NamedTuple):
+    """One target's figures in one round."""
 
-    rps = property(lambda self: self[0])
-    cpu = property(lambda self: self[1])
-    p50 = property(lambda self: self[2])
-
-    def __new__(cls, rps: float, cpu: float, p50: float):
-        return super().__new__(cls, (rps, cpu, p50))
+    rps: float  # throughput at --connections
+    cpu: float  # servers + proxy CPU us per request
+    p50: float  # us, at one connection
 
 
 def median_interval(xs: list[float], draws: int = 2000) -> tuple[float, float]:
@@ -349,7 +347,7 @@ def render(args, results: dict, rounds: list[dict[str, Round]], canary_share: fl
         lines.append(f"| {goal} | {fmt.format(whole)} | {fmt.format(paired)} | {fmt.format(lo)} to {fmt.format(hi)} | "
                      f"{target} | {'yes' if ok(whole) else 'NO'} / {'yes' if ok(paired) else 'NO'} |")
     lines += ["", f"Canary share through the router: {canary_share * 100:.2f}% of all requests. Shadow outcomes: "
-              + ", ".join(f"{k} {v:.0f}" for k, v in shadow.items()) + f". Load average at the end: "
+              + ", ".join(f"{k} {v:.0f}" for k, v in shadow.items()) + ". Load average at the end: "
               + " ".join(f"{x:.1f}" for x in os.getloadavg()) + "."]
     return "\n".join(lines)
 
