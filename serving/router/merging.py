@@ -8,7 +8,7 @@ row count, same requested outputs) as one request with all their rows, and split
 rows: each mirrored request is still compared, counted and logged on its own. Measured with the
 router benchmark's setup, the shadow server's CPU per mirrored request went from ~160 us (sent one
 by one) to ~55 us (sent in bursts, batched by the server) to ~25-40 us (10 ms bursts merged, ~11 per
-request) to ~13 us (50 ms bursts, ~60 per request).
+request) to ~13 us (50 ms bursts, ~60 per request) to ~5 us (200 ms bursts, ~400 per request).
 
 What the shadow server sees is then fewer, larger requests: its per-row series (feature and
 prediction distributions, rows scored) are as with one request per mirror; its request count and
@@ -31,7 +31,9 @@ import orjson
 
 from ondeck.serving.router.compare import CompareError, Predictions, from_tensors
 
-MAX_MERGED_ROWS = 256  # one merged request stays a modest body, and runs as a few model batches at most
+# A merged request stays a modest body (~60 KB of V2 JSON for 20 features) and within the default queue_size
+# (1,000) twice over, so a burst that is cut short by it leaves room for the next.
+MAX_MERGED_ROWS = 512
 V2_INFER_PATH = re.compile(rb"^/v2/models/[^/?]+(/versions/[^/?]+)?/infer$")
 # What differs between requests of one form: a tensor's data of flat numbers (no nested list, no string, no
 # object; only requests the primary answered with 200 are mirrored, so these are numbers the model accepted),
