@@ -1,0 +1,152 @@
+"""Where the shadow's cost goes: the plain router against the shadow router and two controls, in 1-second turns.
+
+bench.py measures each target for 5 s, and on this host the pair (route, shadow) still lands in different
+spells of the host's speed: a run's shadow cost swings from -7% to +14%. Here the targets take turns of one
+second (ABCD DCBA ...), many times, and each turn records every process's CPU per client request, so each
+paired figure compares neighbours one second apart and says which process the difference is in:
+
+  route 90/10                       the baseline: ondeck route, stable (90%) and canary (10%) servers
+  route 90/10, again                a second, identical router: the A/A control (what a paired figure reads
+                                    when nothing differs)
+  route 90/10 + 10% shadow          10% mirrored to a third server (churn/v2) and compared
+  ... mirrors dropped at offer      the shadow router choosing and building each mirror and dropping it
+                                    (drop_mirrors.py): mirroring's cost on the client's path alone
+
+Prints one table; writes nothing. Usage: .venv/bin/python benchmarks/router/breakdown.py [--rounds 60]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench import (ONDECK, ROW, WRK_SCRIPT, cpu_seconds, ensure_tools, free_port, median_interval,  # noqa: E402
+                   start, wrk)
+
+BASE, AGAIN, SHADOW, DROPPED = ("route 90/10", "route 90/10, again (A/A control)", "route 90/10 + 10% shadow",
+                                "route 90/10 + 10% shadow, mirrors dropped at offer (control)")
+PROCESSES = ("router", "stable", "canary", "candidate", "wrk")
+
+
+def idle_and_total() -> tuple[int, int]:
+    """Idle (with iowait) and all jiffies of the whole machine, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def turn(port: int, router_pid: int, servers: dict[str, int], seconds: float, work: Path) -> dict[str, float]:
+    """One wrk run against ``port``: rps, p99, machine idle %, and each process's CPU us per client request."""
+    pids = {"router": router_pid, **servers}
+    before = {k: cpu_seconds(p) for k, p in pids.items()}
+    idle0, total0 = idle_and_total()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = wrk(port, 32, seconds, work)
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    idle1, total1 = idle_and_total()
+    out = {k: (cpu_seconds(p) - before[k]) / r["requests"] * 1e6 for k, p in pids.items()}
+    out["wrk"] = (children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime) / r["requests"] * 1e6
+    out["all"] = sum(out[k] for k in PROCESSES)
+    out["idle"] = 100 * (idle1 - idle0) / max(1, total1 - total0)
+    out["rps"], out["p99"] = r["rps"], r["p99_us"] / 1000
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=60, help="turns of every target (default 60)")
+    ap.add_argument("--seconds", type=float, default=1, help="length of a turn (default 1)")
+    ap.add_argument("--examples", help="built example packages (default: $ONDECK_EXAMPLES, else built now)")
+    args = ap.parse_args()
+    ensure_tools()
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="ondeck-router-breakdown-") as tmp_name:
+        try:
+            print(run(args, Path(tmp_name), procs))
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    return 0
+
+
+def run(args, tmp: Path, procs: list) -> str:
+    import yaml
+
+    examples = Path(args.examples or os.environ.get("ONDECK_EXAMPLES") or tmp / "examples")
+    if not (examples / "churn" / "v1" / "ondeck.json").is_file():
+        from ondeck.package.examples import build_examples
+
+        build_examples(examples, log=lambda msg: None)
+    (tmp / "post.lua").write_text(WRK_SCRIPT)
+    (tmp / "body.json").write_text(json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 20], "data": ROW}]}))
+    addresses, servers = {}, {}
+    for name, package in (("stable", "churn/v1"), ("canary", "churn/v1"), ("candidate", "churn/v2")):
+        http, grpc = free_port(), free_port()
+        p = start(procs, ONDECK + ["serve", str(examples / package), "--host", "127.0.0.1", "--http-port", str(http),
+                                   "--grpc-port", str(grpc), "--variant", name],
+                  tmp / f"serve-{name}.log", f"http://127.0.0.1:{http}/v2/health/ready", f"ondeck serve {package}")
+        addresses[name], servers[name] = f"127.0.0.1:{http}", p.pid
+
+    def variant(name: str, version: str, weight: int) -> dict:
+        return {"name": name, "version": version, "weight": weight, "endpoints": [{"http": addresses[name]}]}
+
+    split = {"model": "churn", "variants": [variant("stable", "v1", 90), variant("canary", "v1", 10)]}
+    shadowed = {"model": "churn", "variants": split["variants"] + [variant("candidate", "v2", 0)],
+                "shadow": {"variant": "candidate", "fraction": 0.1}}
+    drop = [sys.executable, str(Path(__file__).with_name("drop_mirrors.py"))]
+    targets = {}
+    for name, cfg, argv in ((BASE, split, ONDECK + ["route"]), (AGAIN, split, ONDECK + ["route"]),
+                            (SHADOW, shadowed, ONDECK + ["route"]), (DROPPED, shadowed, drop)):
+        path, port = tmp / f"router-{len(targets)}.yaml", free_port()
+        path.write_text(yaml.safe_dump(cfg))
+        p = start(procs, argv + ["--config", str(path), "--host", "127.0.0.1", "--http-port", str(port)],
+                  tmp / f"router-{len(targets)}.log", f"http://127.0.0.1:{port}/healthz", name)
+        targets[name] = (port, p.pid)
+    for port, _ in targets.values():  # warm-up: connections, pools, caches
+        wrk(port, 32, 2, tmp)
+    turns: dict[str, list[dict]] = {name: [] for name in targets}
+    order = list(targets)
+    for i in range(args.rounds):
+        for name in order if i % 2 == 0 else order[::-1]:
+            turns[name].append(turn(*targets[name], servers, args.seconds, tmp))
+    return render(args, turns)
+
+
+def render(args, turns: dict[str, list[dict]]) -> str:
+    base = turns[BASE]
+    lines = [f"{args.rounds} rounds of 1 wrk run per target (-t1 -c32, {args.seconds:g} s), ABCD DCBA; each figure is "
+             f"the median over rounds of (target - {BASE}) in the same round, with its 95% bootstrap interval. "
+             f"Baseline medians: {statistics.median(t['rps'] for t in base):.0f} rps, "
+             f"{statistics.median(t['all'] for t in base):.1f} us CPU per request (router, servers and wrk), "
+             f"{statistics.median(t['idle'] for t in base):.1f}% of the machine idle.", "",
+             "| target | rps cost | CPU per request | router | stable | canary | shadow server | wrk | machine idle | p99 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    figures = [("rps cost", lambda b, t: (1 - t["rps"] / b["rps"]) * 100, "{:.1f}%"),
+               ("CPU", lambda b, t: (t["all"] / b["all"] - 1) * 100, "{:+.1f}%")]
+    figures += [(k, lambda b, t, k=k: t[k] - b[k], "{:+.2f} us") for k in PROCESSES]
+    figures += [("idle", lambda b, t: t["idle"] - b["idle"], "{:+.1f} pts"), ("p99", lambda b, t: t["p99"] - b["p99"], "{:+.2f} ms")]
+    for name, ts in turns.items():
+        if name == BASE:
+            continue
+        cells = []
+        for _, f, fmt in figures:
+            xs = [f(b, t) for b, t in zip(base, ts)]
+            lo, hi = median_interval(xs)
+            cells.append(f"{fmt.format(statistics.median(xs))} ({fmt.format(lo)} to {fmt.format(hi)})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
