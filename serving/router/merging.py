@@ -31,8 +31,8 @@ import orjson
 
 from ondeck.serving.router.compare import CompareError, Predictions, from_tensors
 
-# A merged request stays a modest body (~60 KB of V2 JSON for 20 features) and within the default queue_size
-# (1,000) twice over, so a burst that is cut short by it leaves room for the next.
+# A merged request stays a modest body (~60 KB of V2 JSON for 20 features) and about half the default queue_size
+# (1,000), so while a full one goes out the next can fill.
 MAX_MERGED_ROWS = 512
 V2_INFER_PATH = re.compile(rb"^/v2/models/[^/?]+(/versions/[^/?]+)?/infer$")
 # What differs between requests of one form: a tensor's data of flat numbers (no nested list, no string, no

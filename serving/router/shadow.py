@@ -24,10 +24,10 @@ from ondeck.serving.router.merging import CANNOT, MAX_MERGED_ROWS, Mergeable, me
 from ondeck.serving.router.metrics import RouterMetrics
 from ondeck.serving.router.upstream import Done, Endpoint, UpstreamError
 
-# Mirrors cut for merging, or compared, per turn of the event loop. A 50 ms burst at 2,500 mirrors a second holds
-# ~125 of them, and cutting them (~0.3 ms) or comparing them (~0.4 ms) all at once held every client of the router
-# while the replicas ran dry: the shadow target's p99 was ~1.11x the plain router's, ~1.03x since. The work stays
-# in the burst, a slice at a time: done as each request was answered instead, it ran cold between requests and
+# Mirrors cut for merging, or compared, per turn of the event loop. A 50 ms burst at 2,500 mirrors a second held ~125
+# of them (a 200 ms one ~500), and cutting them (~0.3 ms) or comparing them (~0.4 ms) all at once held every client of
+# the router while the replicas ran dry: the shadow target's p99 was ~1.11x the plain router's, ~1.03x since. The work
+# stays in the burst, a slice at a time: done as each request was answered instead, it ran cold between requests and
 # cost more CPU.
 MIRRORS_PER_TURN = 32
 
@@ -110,7 +110,7 @@ class ShadowMirror:
         self._waiting.append((routes, primary, job))
         if len(self._waiting) >= MAX_MERGED_ROWS and self._burst is not None and self._active < shadow.concurrency:
             # A full merged request's worth waits: waiting longer only fills the queue (at a high mirror rate
-            # a 50 ms burst would pass ``queue_size``).
+            # a 200 ms burst would pass ``queue_size``).
             self._burst.cancel()
             self._burst = None
             self._schedule(0.0)
