@@ -157,18 +157,21 @@ def main() -> int:
 
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="ondeck-router-bench-") as tmp_name:
-        tmp = Path(tmp_name)
         try:
-            return run(args, tmp, procs)
+            return run(args, Path(tmp_name), procs)
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop(procs)
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -191,7 +194,8 @@ def start(procs: list, argv: list[str], log: Path, ready_url: str, what: str) ->
     return p
 
 
-def run(args, tmp: Path, procs: list) -> int:
+def start_servers(args, tmp: Path, procs: list) -> tuple[dict[str, str], dict[str, int]]:
+    """The wrk script and body in ``tmp``, and the three ``ondeck serve`` upstreams: their addresses and pids by name."""
     examples = Path(args.examples or os.environ.get("ONDECK_EXAMPLES") or tmp / "examples")
     if not (examples / "churn" / "v1" / "ondeck.json").is_file():
         print(f"building the example packages into {examples} ...", file=sys.stderr)
@@ -200,7 +204,6 @@ def run(args, tmp: Path, procs: list) -> int:
         build_examples(examples, log=lambda msg: None)
     (tmp / "post.lua").write_text(WRK_SCRIPT)
     (tmp / "body.json").write_text(json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 20], "data": ROW}]}))
-
     servers, server_pids = {}, {}
     # The canary serves the stable's package, so that "route vs direct" compares the same model's work with and
     # without the hop (churn/v2 costs the same per run, ~17 us a row). The shadow is the candidate, churn/v2:
@@ -212,6 +215,11 @@ def run(args, tmp: Path, procs: list) -> int:
               tmp / f"serve-{name}.log", f"http://127.0.0.1:{http}/v2/health/ready", f"ondeck serve {package}")
         servers[name] = f"127.0.0.1:{http}"
         server_pids[name] = procs[-1].pid
+    return servers, server_pids
+
+
+def run(args, tmp: Path, procs: list) -> int:
+    servers, server_pids = start_servers(args, tmp, procs)
 
     def variant(name: str, version: str, weight: int) -> dict:
         return {"name": name, "version": version, "weight": weight, "endpoints": [{"http": servers[name]}]}

@@ -17,8 +17,6 @@ Prints one table; writes nothing. Usage: .venv/bin/python benchmarks/router/brea
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
 import statistics
 import subprocess
@@ -27,8 +25,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import (ONDECK, ROW, WRK_SCRIPT, cpu_seconds, ensure_tools, free_port, median_interval,  # noqa: E402
-                   start, wrk)
+from bench import (ONDECK, cpu_seconds, ensure_tools, free_port, median_interval, start, start_servers,  # noqa: E402
+                   stop, wrk)
 
 BASE, AGAIN, SHADOW, DROPPED = ("route 90/10", "route 90/10, again (A/A control)", "route 90/10 + 10% shadow",
                                 "route 90/10 + 10% shadow, mirrors dropped at offer (control)")
@@ -70,33 +68,14 @@ def main() -> int:
         try:
             print(run(args, Path(tmp_name), procs))
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop(procs)
     return 0
 
 
 def run(args, tmp: Path, procs: list) -> str:
     import yaml
 
-    examples = Path(args.examples or os.environ.get("ONDECK_EXAMPLES") or tmp / "examples")
-    if not (examples / "churn" / "v1" / "ondeck.json").is_file():
-        from ondeck.package.examples import build_examples
-
-        build_examples(examples, log=lambda msg: None)
-    (tmp / "post.lua").write_text(WRK_SCRIPT)
-    (tmp / "body.json").write_text(json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 20], "data": ROW}]}))
-    addresses, servers = {}, {}
-    for name, package in (("stable", "churn/v1"), ("canary", "churn/v1"), ("candidate", "churn/v2")):
-        http, grpc = free_port(), free_port()
-        p = start(procs, ONDECK + ["serve", str(examples / package), "--host", "127.0.0.1", "--http-port", str(http),
-                                   "--grpc-port", str(grpc), "--variant", name],
-                  tmp / f"serve-{name}.log", f"http://127.0.0.1:{http}/v2/health/ready", f"ondeck serve {package}")
-        addresses[name], servers[name] = f"127.0.0.1:{http}", p.pid
+    addresses, servers = start_servers(args, tmp, procs)
 
     def variant(name: str, version: str, weight: int) -> dict:
         return {"name": name, "version": version, "weight": weight, "endpoints": [{"http": addresses[name]}]}
