@@ -73,7 +73,7 @@ class Shadow:
     concurrency: int = 32  # mirrored requests in flight at once
     # Mirrored requests wait up to this long and go out together, so that they reach the shadow in the
     # same moment and its adaptive batching merges them; sent one by one, each costs the shadow a model run.
-    # 200 ms: on the router benchmark the shadow server's CPU per mirror falls from ~47 us (10 ms) to ~10 us (50 ms)
+    # 200 ms: on the router benchmark the shadow server's CPU per mirror falls from ~47 us (10 ms) to ~10-13 us (50 ms)
     # to ~5 us, since a merged request costs it ~150 us whatever its rows and ~3 us a row; a burst also goes as
     # soon as a full merged request's rows wait (merging.MAX_MERGED_ROWS).
     burst_seconds: float = 0.2
