@@ -70,21 +70,15 @@ def compare_part(primary: Predictions, shadow: Predictions, start: int, rows: in
     return Pair(agree, abs_diff)
 
 
-def compare_merged(primaries: Sequence[bytes], rows: Sequence[int], shadow: Predictions,
+def compare_merged(primaries: Sequence[Any], rows: Sequence[int], shadow: Predictions,
                    start: int = 0) -> list["Pair | CompareError"]:
-    """Each primary's JSON answer against its own rows of the shadow's answer to the merged request, in
-    order (request ``i`` had ``rows[i]`` rows, the first of them from row ``start``): that request's
-    :class:`Pair`, or the error it met.
+    """Each primary's parsed JSON answer (or the :class:`CompareError` of one that is not JSON) against its
+    own rows of the shadow's answer to the merged request, in order (request ``i`` had ``rows[i]`` rows,
+    the first of them from row ``start``): that request's :class:`Pair`, or the error it met.
 
-    The answers of a burst are read in one parse, and a two-class classifier's answer (the common case)
-    is compared as it was read, without building its :class:`Predictions`: per mirrored request, that
-    is most of what the router spends on comparing."""
-    try:
-        docs = orjson.loads(b"[" + b",".join(primaries) + b"]")
-    except orjson.JSONDecodeError:
-        docs = None
-    if docs is None or len(docs) != len(primaries):  # a bad answer (or one that was not one JSON value):
-        docs = [_loads(body) for body in primaries]  # each on its own, so only that one fails
+    A two-class classifier's answer (the common case) is compared as it was read, without building its
+    :class:`Predictions`: per mirrored request, that is most of what the router spends on comparing."""
+    docs = primaries
     shadow_classes = list(shadow.classes) if shadow.classes is not None else None
     out: list[Pair | CompareError] = []
     for doc, n in zip(docs, rows):

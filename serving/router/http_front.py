@@ -223,20 +223,17 @@ class Proxied:
 class HttpMirror:
     """A REST request to replay on the shadow, with the primary's answer to compare against."""
 
-    __slots__ = ("data", "req", "primary_body", "_mergeable")
+    __slots__ = ("data", "req", "primary_body")
     protocol = "http"
 
     def __init__(self, data: bytes, req: Request, primary_body: bytes):
         self.data = data
         self.req = req
         self.primary_body = primary_body
-        self._mergeable: Mergeable | None = None
 
     def mergeable(self) -> Mergeable:
-        """Whether (and how) it can go to the shadow merged with others; worked out once, off the client's path."""
-        if self._mergeable is None:
-            self._mergeable = mergeable(self.req.url.partition(b"?")[0], self.req.headers, self.req.body)
-        return self._mergeable
+        """Whether (and how) it can go to the shadow merged with others (asked once, as it is offered)."""
+        return mergeable(self.req.url.partition(b"?")[0], self.req.headers, self.req.body)
 
     @property
     def request_id(self) -> str | None:

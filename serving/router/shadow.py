@@ -8,7 +8,6 @@ client nothing but the queue push.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import time
 import uuid
@@ -18,17 +17,15 @@ from typing import Any, Protocol
 
 import orjson
 
-from ondeck.serving.router.compare import CompareError, Pair, Predictions, compare, compare_merged
+from ondeck.serving.router.compare import CompareError, Pair, Predictions, compare, compare_merged, from_doc
 from ondeck.serving.router.forward import Exchange, Routes
-from ondeck.serving.router.merging import CANNOT, MAX_MERGED_ROWS, Mergeable, merged_answer, merged_request
+from ondeck.serving.router.merging import CANNOT, MAX_MERGED_ROWS, Mergeable, MergedGroup, merged_answer
 from ondeck.serving.router.metrics import RouterMetrics
 from ondeck.serving.router.upstream import Done, Endpoint, UpstreamError
 
-# Mirrors cut for merging, or compared, per turn of the event loop. A 50 ms burst at 2,500 mirrors a second held ~125
-# of them (a 200 ms one ~500), and cutting them (~0.3 ms) or comparing them (~0.4 ms) all at once held every client of
-# the router while the replicas ran dry: the shadow target's p99 was ~1.11x the plain router's, ~1.03x since. The work
-# stays in the burst, a slice at a time: done as each request was answered instead, it ran cold between requests and
-# cost more CPU.
+# Mirrors compared per turn of the event loop. A 50 ms burst at 2,500 mirrors a second held ~125 of them (a 200 ms one
+# ~500), and comparing them (~0.4 ms) all at once held every client of the router while the replicas ran dry: the
+# shadow target's p99 was ~1.11x the plain router's, ~1.03x since.
 MIRRORS_PER_TURN = 32
 
 
@@ -90,25 +87,48 @@ class ShadowMirror:
     ``MAX_MERGED_ROWS`` wait), then all that wait are sent at once (as many as ``concurrency`` allows).
     They reach the shadow in one moment and its adaptive batching runs them as one batch; sent one by
     one, as the primaries answer, each would cost the shadow a model run of its own, and on shared
-    cores that is the client's CPU. Callback-driven like the REST path (no worker tasks, no queue futures).
+    cores that is the client's CPU. Requests that can merge wait packed in a :class:`MergedGroup` of their
+    form, the rest (V1, gRPC, ...) as they are. Callback-driven like the REST path (no worker tasks, no
+    queue futures).
     """
 
     def __init__(self, metrics: RouterMetrics, pair_log: PairLog | None = None):
         self.metrics = metrics
         self.pair_log = pair_log
-        self._waiting: deque[tuple[Routes, str, MirrorJob]] = deque()
+        self._waiting: deque[tuple[Routes, str, MirrorJob]] = deque()  # jobs that go on their own
+        self._filling: dict[tuple, MergedGroup] = {}  # by form key: the group that mirrors of that form join
+        self._full: deque[MergedGroup] = deque()  # groups that take no more, waiting to go
+        self._queued = 0  # mirrors waiting, in all
         self._active = 0
         self._burst: asyncio.Handle | None = None  # the pending send of the waiting jobs
-        self._cut = 0  # waiting jobs, from the first, whose merge is worked out (see _cut_slice)
 
     def offer(self, routes: Routes, primary: str, job: MirrorJob) -> None:
         """Mirror ``job`` soon, or drop it (counted) when the queue is full; never blocks, never raises."""
         shadow = routes.config.shadow
-        if len(self._waiting) >= shadow.queue_size:
+        if self._queued >= shadow.queue_size:
             self.metrics.shadow(primary, shadow.variant, "dropped")
             return
-        self._waiting.append((routes, primary, job))
-        if len(self._waiting) >= MAX_MERGED_ROWS and self._burst is not None and self._active < shadow.concurrency:
+        self._queued += 1
+        try:
+            part = _mergeable(job) if shadow.merge else CANNOT
+        except Exception:  # noqa: BLE001 - a merging bug must not reach the client's connection: send it as it came
+            part = CANNOT
+        full = False
+        if part.key is None:
+            self._waiting.append((routes, primary, job))
+        else:
+            group = self._filling.get(part.key)
+            if group is not None and (group.routes is not routes or group.rows + part.rows > MAX_MERGED_ROWS):
+                self._full.append(group)  # a reload since, or no room: that group is done
+                group = None
+            if group is None:
+                group = self._filling[part.key] = MergedGroup(routes, part.form, self.pair_log is not None)
+            group.add(part, primary, job.primary_body, job.request_id if self.pair_log is not None else None)
+            if group.rows >= MAX_MERGED_ROWS:
+                self._full.append(self._filling.pop(part.key))
+                full = True
+        if (full or self._queued >= MAX_MERGED_ROWS) and self._burst is not None \
+                and self._active < shadow.concurrency:
             # A full merged request's worth waits: waiting longer only fills the queue (at a high mirror rate
             # a 200 ms burst would pass ``queue_size``).
             self._burst.cancel()
@@ -119,53 +139,26 @@ class ShadowMirror:
 
     def _schedule(self, delay: float) -> None:
         # Started from the loop rather than from offer(): the client's connection moves on first.
-        if self._burst is None and self._waiting:
+        if self._burst is None and self._queued:
             loop = asyncio.get_running_loop()
             self._burst = loop.call_later(delay, self._send_burst) if delay > 0 else loop.call_soon(self._send_burst)
 
     def _send_burst(self) -> None:
         self._burst = None
-        if self._cut_slice():  # more to cut: the rest on the next turns, the router's clients in between
-            self._burst = asyncio.get_running_loop().call_soon(self._send_burst)
-            return
-        self._cut = 0  # all are cut; what stays waiting is re-checked next time (each job keeps its cut)
-        while self._waiting:
-            routes = self._waiting[0][0]
+        self._full.extend(self._filling.values())  # all that wait go now
+        self._filling.clear()
+        while self._full or self._waiting:
+            routes = self._full[0].routes if self._full else self._waiting[0][0]
             if self._active >= routes.config.shadow.concurrency:
                 return  # the next finished job schedules the rest
             self._active += 1
-            group = self._take_group() if routes.config.shadow.merge else [self._waiting.popleft()]
-            if len(group) > 1:
-                self._start_merged(routes, group)
+            if self._full:
+                group = self._full.popleft()
+                self._queued -= group.count
+                self._start_merged(group)
             else:
-                self._start(*group[0])
-
-    def _cut_slice(self) -> bool:
-        """Work out how the next ``MIRRORS_PER_TURN`` waiting jobs merge; True while more wait to be cut."""
-        if not self._waiting or not self._waiting[0][0].config.shadow.merge:
-            return False
-        end = min(self._cut + MIRRORS_PER_TURN, len(self._waiting))
-        for _, _, job in itertools.islice(self._waiting, self._cut, end):
-            _mergeable(job)
-        self._cut = end
-        return end < len(self._waiting)
-
-    def _take_group(self) -> list[tuple[Routes, str, MirrorJob]]:
-        """The first waiting job and every waiting job that merges with it (see :mod:`merging`), in order."""
-        first = self._waiting.popleft()
-        key = _mergeable(first[2]).key
-        if key is None:
-            return [first]
-        group, rest, rows = [first], deque(), _mergeable(first[2]).rows
-        for item in self._waiting:
-            part = _mergeable(item[2])
-            if item[0] is first[0] and part.key == key and rows + part.rows <= MAX_MERGED_ROWS:
-                group.append(item)
-                rows += part.rows
-            else:
-                rest.append(item)
-        self._waiting = rest
-        return group
+                self._queued -= 1
+                self._start(*self._waiting.popleft())
 
     def _start(self, routes: Routes, primary: str, job: MirrorJob) -> None:
         shadow, timeouts = routes.config.shadow, routes.config.timeouts
@@ -185,11 +178,11 @@ class ShadowMirror:
         except Exception as exc:  # noqa: BLE001 - e.g. the shadow variant vanished in a reload
             finish(None, None, exc)
 
-    def _start_merged(self, routes: Routes, group: list[tuple[Routes, str, MirrorJob]]) -> None:
-        """One request to the shadow for the whole group; each job is then compared and counted on its own."""
+    def _start_merged(self, group: MergedGroup) -> None:
+        """One request to the shadow for the whole group; each request is then compared and counted on its own."""
+        routes = group.routes
         shadow, timeouts = routes.config.shadow, routes.config.timeouts
-        parts = [_mergeable(job) for _, _, job in group]
-        _, data = merged_request(parts[0].key[0], parts)
+        _, data = group.request()
 
         def send(endpoint: Endpoint, done: Done) -> None:
             endpoint.http_send(data, False, timeouts.connect_seconds, shadow.timeout_seconds, done)
@@ -199,15 +192,15 @@ class ShadowMirror:
                 try:
                     if answer.status != 200:
                         raise CompareError(f"shadow answered HTTP {answer.status}")
-                    merged = merged_answer(answer.body, sum(p.rows for p in parts))
+                    merged = merged_answer(answer.body, group.rows)
                 except Exception as exc:  # noqa: BLE001 - a bad answer (or a bug) must not stop the shadow
                     error = exc
             if error is None:
-                self._compare_slice(routes, group, parts, merged, 0, 0)
+                self._compare_slice(group, merged, 0, 0)
                 return
             try:  # every request of the group counted once, as an error or a timeout
-                for _, primary, job in group:
-                    self._record(routes, primary, job, None, error)
+                for primary in group.primaries:
+                    self._count_failure(primary, shadow.variant, error)
             finally:
                 self._release()
 
@@ -216,24 +209,24 @@ class ShadowMirror:
         except Exception as exc:  # noqa: BLE001 - see _start
             finish(None, None, exc)
 
-    def _compare_slice(self, routes: Routes, group: list[tuple[Routes, str, MirrorJob]], parts: list[Mergeable],
-                       merged: Predictions, first: int, start: int) -> None:
+    def _compare_slice(self, group: MergedGroup, merged: Predictions, first: int, start: int) -> None:
         """Compare and count ``MIRRORS_PER_TURN`` requests of a merged group from request ``first`` (whose rows start at
         row ``start`` of the merged answer), and leave the rest to the next turn of the loop."""
-        last = min(first + MIRRORS_PER_TURN, len(group))
-        items, shares = group[first:last], parts[first:last]
+        last = min(first + MIRRORS_PER_TURN, group.count)
+        rows = group.request_rows(first, last)
+        shadow = group.routes.config.shadow.variant
         try:
             try:
-                pairs = compare_merged([job.primary_body for _, _, job in items], [p.rows for p in shares], merged, start)
-            except Exception as exc:  # noqa: BLE001 - a bug must not stop the shadow: these requests count as errors
-                for _, primary, job in items:
-                    self._record(routes, primary, job, None, exc)
+                docs = group.answers(first, last)
+                pairs = compare_merged(docs, rows, merged, start)
+            except Exception:  # noqa: BLE001 - a bug must not stop the shadow: these requests count as errors
+                for primary in group.primaries[first:last]:
+                    self.metrics.shadow(primary, shadow, "error")
             else:
-                self._record_merged(routes, items, shares, merged, pairs, start)
+                self._record_merged(group, first, docs, rows, merged, pairs, start)
         finally:
-            if last < len(group):
-                asyncio.get_running_loop().call_soon(self._compare_slice, routes, group, parts, merged, last,
-                                                     start + sum(p.rows for p in shares))
+            if last < group.count:
+                asyncio.get_running_loop().call_soon(self._compare_slice, group, merged, last, start + sum(rows))
             else:
                 self._release()
 
@@ -243,12 +236,15 @@ class ShadowMirror:
         # slot goes on at once. From the loop: a shadow that fails fast must not recurse once per waiting job.
         self._schedule(0.0)
 
+    def _count_failure(self, primary: str, shadow: str, error: Exception) -> None:
+        timeout = isinstance(error, UpstreamError) and error.kind == "timeout"
+        self.metrics.shadow(primary, shadow, "timeout" if timeout else "error")
+
     def _record(self, routes: Routes, primary: str, job: MirrorJob, answer: Any, error: Exception | None) -> None:
         """Count and log the outcome of one mirrored request sent on its own."""
         shadow = routes.config.shadow.variant
         if error is not None:
-            timeout = isinstance(error, UpstreamError) and error.kind == "timeout"
-            self.metrics.shadow(primary, shadow, "timeout" if timeout else "error")
+            self._count_failure(primary, shadow, error)
             return
         try:
             primary_out, shadow_out = job.primary(), job.shadow(answer)
@@ -258,30 +254,31 @@ class ShadowMirror:
             return
         self.metrics.compared(primary, shadow, [pair])
         if self.pair_log is not None:
-            self._log(routes, primary, job, primary_out, shadow_out, pair)
+            self._log(routes, primary, job.protocol, job.request_id, primary_out, shadow_out, pair)
 
-    def _record_merged(self, routes: Routes, group: list[tuple[Routes, str, MirrorJob]], parts: list[Mergeable],
-                       merged: Predictions, pairs: list[Pair | CompareError], start: int) -> None:
-        """Count and log the outcomes of (a slice of) a merged group whose rows start at row ``start`` of the merged
-        answer: each request on its own, counted per primary at once."""
+    def _record_merged(self, group: MergedGroup, first: int, docs: list[Any], rows: list[int], merged: Predictions,
+                       pairs: list[Pair | CompareError], start: int) -> None:
+        """Count and log the outcomes of requests ``first`` on of a merged group, whose rows start at row ``start``
+        of the merged answer: each request on its own, counted per primary at once."""
+        routes = group.routes
         shadow = routes.config.shadow.variant
         compared: dict[str, list[Pair]] = {}
-        for (_, primary, job), part, pair in zip(group, parts, pairs):
+        for i, (primary, doc, n, pair) in enumerate(zip(group.primaries[first:], docs, rows, pairs), first):
             if isinstance(pair, CompareError):
                 self.metrics.shadow(primary, shadow, "error")
             else:
                 compared.setdefault(primary, []).append(pair)
                 if self.pair_log is not None:
-                    self._log(routes, primary, job, job.primary(), merged.part(start, part.rows), pair)
-            start += part.rows
+                    self._log(routes, primary, "http", group.request_ids[i], from_doc(doc), merged.part(start, n), pair)
+            start += n
         for primary, done in compared.items():
             self.metrics.compared(primary, shadow, done)
 
-    def _log(self, routes: Routes, primary: str, job: MirrorJob, primary_out: Predictions, shadow_out: Predictions,
-             pair: Pair) -> None:
+    def _log(self, routes: Routes, primary: str, protocol: str, request_id: str | None, primary_out: Predictions,
+             shadow_out: Predictions, pair: Pair) -> None:
         self.pair_log.write({
-            "time": time.time(), "request_id": job.request_id or primary_out.request_id or uuid.uuid4().hex,
-            "model": routes.config.model, "protocol": job.protocol, "primary": primary,
+            "time": time.time(), "request_id": request_id or primary_out.request_id or uuid.uuid4().hex,
+            "model": routes.config.model, "protocol": protocol, "primary": primary,
             "shadow": routes.config.shadow.variant, "primary_output": _output(primary_out),
             "shadow_output": _output(shadow_out), **pair.to_dict(),
         })
@@ -289,6 +286,9 @@ class ShadowMirror:
     def close(self) -> None:
         """Forget waiting jobs and write the pairs logged so far."""
         self._waiting.clear()
+        self._filling.clear()
+        self._full.clear()
+        self._queued = 0
         if self._burst is not None:
             self._burst.cancel()
             self._burst = None

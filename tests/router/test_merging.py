@@ -2,16 +2,33 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from types import SimpleNamespace
 
 import orjson
 import pytest
 
 from ondeck.serving.router.compare import CompareError, Predictions, compare_merged, compare_part, from_json
-from ondeck.serving.router.merging import MAX_MERGED_ROWS, merged_answer, merged_request, mergeable
+from ondeck.serving.router.merging import MAX_MERGED_ROWS, MergedGroup, merged_answer, mergeable
 from ondeck.serving.router.shadow import MIRRORS_PER_TURN, ShadowMirror
 
 PATH = b"/v2/models/churn/infer"
+
+
+def merged_request(*parts, answers=None) -> tuple[str, bytes]:
+    group = MergedGroup(None, parts[0].form)
+    for i, part in enumerate(parts):
+        group.add(part, "stable", answers[i] if answers else b"{}")
+    return group.request()
+
+
+def parsed(*answers: bytes) -> list:
+    """The primaries' answers as a merged group reads them back, for comparing."""
+    one_row = mergeable(PATH, [], body([[1.0, 2.0]]))
+    group = MergedGroup(None, one_row.form)
+    for answer in answers:
+        group.add(one_row, "stable", answer)
+    return group.answers(0, len(answers))
 
 
 def body(rows: list[list[float]], **extra) -> bytes:
@@ -24,7 +41,7 @@ def test_requests_of_one_form_merge_and_their_rows_come_back_to_each():
     a, b = mergeable(PATH, [], body([[1.0, 2.0]], id="a")), mergeable(PATH, [], body([[3.0, 4.0], [5.0, 6.0]]))
     assert a.key is not None and a.key == b.key and (a.rows, b.rows) == (1, 2)
 
-    request_id, data = merged_request(PATH, [a, b])
+    request_id, data = merged_request(a, b)
     head, _, sent = data.partition(b"\r\n\r\n")
     assert head.startswith(b"POST /v2/models/churn/infer HTTP/1.1\r\n") and b"content-length: %d" % len(sent) in head
     doc = orjson.loads(sent)
@@ -76,40 +93,59 @@ def test_an_answer_that_does_not_line_up_is_a_compare_error():
 def test_a_full_merged_request_of_mirrors_goes_without_waiting_for_the_burst_window():
     shadow = SimpleNamespace(queue_size=10_000, concurrency=4, burst_seconds=60.0, merge=True)
     routes = SimpleNamespace(config=SimpleNamespace(shadow=shadow))
+    two_rows = mergeable(PATH, [], body([[1.0, 2.0], [3.0, 4.0]]))
 
-    async def offer(n: int) -> int:
+    async def offer(n: int, job) -> int:
         mirror, sent = ShadowMirror(metrics=None), []
-        mirror._send_burst = lambda: sent.append(len(mirror._waiting))  # what a burst would take
+        mirror._send_burst = lambda: sent.append(mirror._queued)  # what a burst would take
         for _ in range(n):
-            mirror.offer(routes, "stable", SimpleNamespace())
+            mirror.offer(routes, "stable", job)
         await asyncio.sleep(0)  # one turn of the loop: a burst due "now" has run, a 60 s window has not
         return sum(sent)
 
-    assert asyncio.run(offer(MAX_MERGED_ROWS - 1)) == 0  # fewer wait: they wait for the window
-    assert asyncio.run(offer(MAX_MERGED_ROWS)) == MAX_MERGED_ROWS  # a full merged request's worth goes at once
+    unmergeable = SimpleNamespace()  # e.g. a gRPC request: waits as it is
+    assert asyncio.run(offer(MAX_MERGED_ROWS - 1, unmergeable)) == 0  # fewer wait: they wait for the window
+    assert asyncio.run(offer(MAX_MERGED_ROWS, unmergeable)) == MAX_MERGED_ROWS  # a full request's worth goes at once
+    packed = SimpleNamespace(mergeable=lambda: two_rows, primary_body=b"{}", request_id=None)
+    assert asyncio.run(offer(MAX_MERGED_ROWS // 2 - 1, packed)) == 0
+    assert asyncio.run(offer(MAX_MERGED_ROWS // 2, packed)) == MAX_MERGED_ROWS // 2  # counted in rows when merged
 
 
-def test_a_burst_is_cut_for_merging_a_slice_per_loop_turn_then_sent_whole():
+def test_mirrors_wait_packed_by_form_without_their_requests_then_go_one_merged_request_a_form():
     shadow = SimpleNamespace(queue_size=10_000, concurrency=4, burst_seconds=60.0, merge=True)
     routes = SimpleNamespace(config=SimpleNamespace(shadow=shadow))
-    cut, sent = [], []
 
-    def job(i: int) -> SimpleNamespace:
-        return SimpleNamespace(mergeable=lambda: cut.append(i) or SimpleNamespace(key=("same",), rows=1))
+    class Job:  # what the REST front-end offers: the request, and the primary's answer
+        def __init__(self, payload: bytes, answer: bytes):
+            self.payload, self.primary_body, self.request_id = payload, answer, None
 
-    async def burst() -> tuple[int, int]:
-        mirror = ShadowMirror(metrics=None)
-        mirror._start_merged = lambda routes, group: sent.append(len(group))
+        def mergeable(self):
+            return mergeable(PATH, [], self.payload)
+
+    async def burst() -> tuple[list, list, bool]:
+        mirror, merged, alone = ShadowMirror(metrics=None), [], []
+        mirror._start_merged = merged.append
+        mirror._start = lambda routes, primary, job: alone.append(job)
+        kept = []
         for i in range(100):
-            mirror._waiting.append((routes, "stable", job(i)))
+            job = Job(body([[float(i), 1.0]]) if i % 10 else body([[float(i), 1.0, 2.0]]), b'{"n":%d}' % i)
+            kept.append(weakref.ref(job))
+            mirror.offer(routes, "canary" if i % 3 == 0 else "stable", job)
+            del job
+        mirror.offer(routes, "stable", SimpleNamespace(protocol="grpc"))
+        gone = all(ref() is None for ref in kept)  # nothing of a merged request is held but its text
         mirror._send_burst()
-        first = len(set(cut)), sum(sent)  # one slice cut, nothing sent yet: the clients go in between
-        for _ in range(10):
-            await asyncio.sleep(0)
-        return first
+        return merged, alone, gone
 
-    assert asyncio.run(burst()) == (MIRRORS_PER_TURN, 0)
-    assert set(cut) == set(range(100)) and sent == [100]  # then every mirror is cut, and all go as one request
+    merged, alone, gone = asyncio.run(burst())
+    assert gone and len(alone) == 1 and alone[0].protocol == "grpc"
+    two, three = sorted(merged, key=lambda g: g.count, reverse=True)  # one request per form (two or three numbers)
+    assert (two.count, three.count) == (90, 10)
+    sent = orjson.loads(two.request()[1].partition(b"\r\n\r\n")[2])["inputs"][0]
+    assert sent["shape"] == [90, 2] and sent["data"][::2] == [float(i) for i in range(100) if i % 10]
+    assert two.primaries == ["canary" if i % 3 == 0 else "stable" for i in range(100) if i % 10]
+    assert [doc["n"] for doc in two.answers(0, 90)] == [i for i in range(100) if i % 10]
+    assert [doc["n"] for doc in three.answers(3, 5)] == [30, 40]
 
 
 def test_the_merged_request_carries_the_clients_numbers_as_they_were_written():
@@ -118,7 +154,7 @@ def test_the_merged_request_carries_the_clients_numbers_as_they_were_written():
     compact = b'{"id":"req-2","inputs":[{"name":"input","datatype":"FP64","shape":[1,3],"data":[0.1,2,3]}]}'
     a, b = mergeable(PATH, [], spaced), mergeable(PATH, [], compact)
     assert a.key is not None and a.key == b.key  # the same form, whatever the ids and the spacing
-    _, data = merged_request(PATH, [a, b])
+    _, data = merged_request(a, b)
     sent = data.partition(b"\r\n\r\n")[2]
     assert b'"data":[1e-3, 12.50, 7,0.1,2,3]' in sent
     assert orjson.loads(sent)["inputs"][0]["shape"] == [2, 3]
@@ -141,7 +177,7 @@ def test_each_primary_answer_of_a_burst_is_compared_with_its_own_rows():
 
     merged = merged_answer(answer([0, 1, 1, 0], [0.9, 0.1, 0.2, 0.8, 0.4, 0.6, 0.7, 0.3]), 4)
     primaries = [answer([0], [0.8, 0.2]), answer([1, 0], [0.2, 0.8, 0.6, 0.4]), b"<html>", answer([1], [0.4, 0.6])]
-    pairs = compare_merged(primaries, [1, 2, 1, 1], Predictions(merged.classes + (0,), merged.scores + (0.3,)))
+    pairs = compare_merged(parsed(*primaries), [1, 2, 1, 1], Predictions(merged.classes + (0,), merged.scores + (0.3,)))
     assert pairs[0] == (True, pytest.approx(0.1))
     assert pairs[1] == (False, pytest.approx(0.1))  # row 2 disagrees; mean of |0.8-0.8| and |0.4-0.6|
     assert isinstance(pairs[2], CompareError) and "not JSON" in str(pairs[2])  # only the bad answer fails
@@ -149,9 +185,9 @@ def test_each_primary_answer_of_a_burst_is_compared_with_its_own_rows():
     # the same pairs as comparing each answer on its own, through the general path (three classes here)
     three = answer([2], [0.1, 0.2, 0.7], k=3)
     shadow3 = merged_answer(answer([2, 1], [0.1, 0.2, 0.7, 0.1, 0.8, 0.1], k=3), 2)
-    assert compare_merged([three, three], [1, 1], shadow3) == [
+    assert compare_merged(parsed(three, three), [1, 1], shadow3) == [
         compare_part(from_json(three), shadow3, 0, 1), compare_part(from_json(three), shadow3, 1, 1)]
-    assert compare_merged([three], [2], shadow3)[0].args[0].startswith("primary answered 1 rows")
+    assert compare_merged(parsed(three), [2], shadow3)[0].args[0].startswith("primary answered 1 rows")
 
 
 def test_a_large_merged_group_is_compared_a_slice_per_loop_turn_each_request_with_its_own_rows():
@@ -165,17 +201,19 @@ def test_a_large_merged_group_is_compared_a_slice_per_loop_turn_each_request_wit
             {"name": "probabilities", "datatype": "FP32", "shape": [n, 2], "data": [1 - p, p] * n}]}))
         classes += [1 if i % 2 == 0 else 0] * n
         scores += [p + i / 1000] * n
-    group = [(None, "stable", SimpleNamespace(primary_body=body, protocol="http", request_id=None)) for body in primaries]
     compared, outcomes = [], []
     metrics = SimpleNamespace(compared=lambda primary, shadow, pairs: compared.extend(pairs),
                               shadow=lambda primary, shadow, outcome: outcomes.append(outcome))
     routes = SimpleNamespace(config=SimpleNamespace(shadow=SimpleNamespace(variant="candidate")))
+    parts = {n: mergeable(PATH, [], body([[1.0, 2.0]] * n)) for n in (1, 2)}
+    group = MergedGroup(routes, parts[1].form)
+    for n, answer in zip(rows, primaries):
+        group.add(parts[n], "stable", answer)
 
     async def compare() -> int:
         mirror = ShadowMirror(metrics)
         mirror._active = 1  # the merged request's slot, freed once every request is counted
-        mirror._compare_slice(routes, group, [SimpleNamespace(rows=n) for n in rows],
-                              Predictions(tuple(classes), tuple(scores)), 0, 0)
+        mirror._compare_slice(group, Predictions(tuple(classes), tuple(scores)), 0, 0)
         first = len(compared)  # the rest waits for the loop: the router's clients go between slices
         for _ in range(10):
             await asyncio.sleep(0)
