@@ -12,6 +12,12 @@ paired figure compares neighbours one second apart and says which process the di
   ... mirrors dropped at offer      the shadow router choosing and building each mirror and dropping it
                                     (drop_mirrors.py): mirroring's cost on the client's path alone
 
+Besides each process's CPU, a turn records the mean rows per model run of the stable server (its adaptive
+batching runs together what arrived while it was busy, so a model run's fixed cost is shared by fewer requests
+when they arrive more spread out). ``--fractions 0.02 0.1 0.3`` puts one shadow router per fraction in the turns.
+A turn's last burst of mirrors (up to 200 ms of them) is sent and compared after the turn, in the next target's:
+the shadow's figures read low by up to a fifth of its burst work.
+
 Prints one table; writes nothing. Usage: .venv/bin/python benchmarks/router/breakdown.py [--rounds 60]
 """
 from __future__ import annotations
@@ -25,8 +31,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench import (ONDECK, cpu_seconds, ensure_tools, free_port, median_interval, start, start_servers,  # noqa: E402
-                   stop, wrk)
+from bench import (ONDECK, cpu_seconds, ensure_tools, free_port, median_interval, metric, start,  # noqa: E402
+                   start_servers, stop, wrk)
 
 BASE, AGAIN, SHADOW, DROPPED = ("route 90/10", "route 90/10, again (A/A control)", "route 90/10 + 10% shadow",
                                 "route 90/10 + 10% shadow, mirrors dropped at offer (control)")
@@ -39,9 +45,17 @@ def idle_and_total() -> tuple[int, int]:
     return ticks[3] + ticks[4], sum(ticks)
 
 
-def turn(port: int, router_pid: int, servers: dict[str, int], seconds: float, work: Path) -> dict[str, float]:
-    """One wrk run against ``port``: rps, p99, machine idle %, and each process's CPU us per client request."""
+def batches(stable_port: int) -> tuple[float, float]:
+    """Model runs and rows run so far by the stable server."""
+    return metric(stable_port, "ondeck_batch_size_count"), metric(stable_port, "ondeck_batch_size_sum")
+
+
+def turn(port: int, router_pid: int, servers: dict[str, int], stable_port: int, seconds: float,
+         work: Path) -> dict[str, float]:
+    """One wrk run against ``port``: rps, p99, machine idle %, each process's CPU us per client request, and the
+    stable server's mean rows per model run."""
     pids = {"router": router_pid, **servers}
+    runs0, rows0 = batches(stable_port)
     before = {k: cpu_seconds(p) for k, p in pids.items()}
     idle0, total0 = idle_and_total()
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -49,10 +63,12 @@ def turn(port: int, router_pid: int, servers: dict[str, int], seconds: float, wo
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     idle1, total1 = idle_and_total()
     out = {k: (cpu_seconds(p) - before[k]) / r["requests"] * 1e6 for k, p in pids.items()}
+    runs1, rows1 = batches(stable_port)  # after the CPU: rendering /metrics is no part of a turn's work
     out["wrk"] = (children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime) / r["requests"] * 1e6
     out["all"] = sum(out[k] for k in PROCESSES)
     out["idle"] = 100 * (idle1 - idle0) / max(1, total1 - total0)
     out["rps"], out["p99"] = r["rps"], r["p99_us"] / 1000
+    out["batch"] = (rows1 - rows0) / max(1.0, runs1 - runs0)
     return out
 
 
@@ -61,6 +77,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=60, help="turns of every target (default 60)")
     ap.add_argument("--seconds", type=float, default=1, help="length of a turn (default 1)")
     ap.add_argument("--examples", help="built example packages (default: $ONDECK_EXAMPLES, else built now)")
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.1], metavar="F",
+                    help="shadow fractions, one shadow router each (default 0.1)")
     args = ap.parse_args()
     ensure_tools()
     procs: list[subprocess.Popen] = []
@@ -81,12 +99,19 @@ def run(args, tmp: Path, procs: list) -> str:
         return {"name": name, "version": version, "weight": weight, "endpoints": [{"http": addresses[name]}]}
 
     split = {"model": "churn", "variants": [variant("stable", "v1", 90), variant("canary", "v1", 10)]}
-    shadowed = {"model": "churn", "variants": split["variants"] + [variant("candidate", "v2", 0)],
-                "shadow": {"variant": "candidate", "fraction": 0.1}}
+
+    def shadowed(fraction: float) -> dict:
+        return {"model": "churn", "variants": split["variants"] + [variant("candidate", "v2", 0)],
+                "shadow": {"variant": "candidate", "fraction": fraction}}
+
     drop = [sys.executable, str(Path(__file__).with_name("drop_mirrors.py"))]
+    routers = [(BASE, split, ONDECK + ["route"]), (AGAIN, split, ONDECK + ["route"])]
+    routers += [(SHADOW if f == 0.1 else SHADOW.replace("10%", f"{f * 100:g}%"), shadowed(f), ONDECK + ["route"])
+                for f in args.fractions]
+    routers.append((DROPPED, shadowed(0.1), drop))
+    stable_port = int(addresses["stable"].rsplit(":", 1)[1])
     targets = {}
-    for name, cfg, argv in ((BASE, split, ONDECK + ["route"]), (AGAIN, split, ONDECK + ["route"]),
-                            (SHADOW, shadowed, ONDECK + ["route"]), (DROPPED, shadowed, drop)):
+    for name, cfg, argv in routers:
         path, port = tmp / f"router-{len(targets)}.yaml", free_port()
         path.write_text(yaml.safe_dump(cfg))
         p = start(procs, argv + ["--config", str(path), "--host", "127.0.0.1", "--http-port", str(port)],
@@ -98,7 +123,7 @@ def run(args, tmp: Path, procs: list) -> str:
     order = list(targets)
     for i in range(args.rounds):
         for name in order if i % 2 == 0 else order[::-1]:
-            turns[name].append(turn(*targets[name], servers, args.seconds, tmp))
+            turns[name].append(turn(*targets[name], servers, stable_port, args.seconds, tmp))
     return render(args, turns)
 
 
@@ -108,13 +133,16 @@ def render(args, turns: dict[str, list[dict]]) -> str:
              f"the median over rounds of (target - {BASE}) in the same round, with its 95% bootstrap interval. "
              f"Baseline medians: {statistics.median(t['rps'] for t in base):.0f} rps, "
              f"{statistics.median(t['all'] for t in base):.1f} us CPU per request (router, servers and wrk), "
-             f"{statistics.median(t['idle'] for t in base):.1f}% of the machine idle.", "",
-             "| target | rps cost | CPU per request | router | stable | canary | shadow server | wrk | machine idle | p99 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"{statistics.median(t['idle'] for t in base):.1f}% of the machine idle, "
+             f"{statistics.median(t['batch'] for t in base):.2f} rows per model run of the stable server.", "",
+             "| target | rps cost | CPU per request | router | stable | canary | shadow server | wrk | machine idle | p99 "
+             "| stable's rows per model run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     figures = [("rps cost", lambda b, t: (1 - t["rps"] / b["rps"]) * 100, "{:.1f}%"),
                ("CPU", lambda b, t: (t["all"] / b["all"] - 1) * 100, "{:+.1f}%")]
     figures += [(k, lambda b, t, k=k: t[k] - b[k], "{:+.2f} us") for k in PROCESSES]
-    figures += [("idle", lambda b, t: t["idle"] - b["idle"], "{:+.1f} pts"), ("p99", lambda b, t: t["p99"] - b["p99"], "{:+.2f} ms")]
+    figures += [("idle", lambda b, t: t["idle"] - b["idle"], "{:+.1f} pts"), ("p99", lambda b, t: t["p99"] - b["p99"], "{:+.2f} ms"),
+                ("batch", lambda b, t: t["batch"] - b["batch"], "{:+.2f}")]
     for name, ts in turns.items():
         if name == BASE:
             continue
