@@ -70,7 +70,7 @@ def compare_part(primary: Predictions, shadow: Predictions, start: int, rows: in
     return Pair(agree, abs_diff)
 
 
-def compare_merged(primaries: Sequence[Any], rows: Sequence[int], shadow: Predictions,
+def compare_merged(docs: Sequence[Any], rows: Sequence[int], shadow: Predictions,
                    start: int = 0) -> list["Pair | CompareError"]:
     """Each primary's parsed JSON answer (or the :class:`CompareError` of one that is not JSON) against its
     own rows of the shadow's answer to the merged request, in order (request ``i`` had ``rows[i]`` rows,
@@ -78,7 +78,6 @@ def compare_merged(primaries: Sequence[Any], rows: Sequence[int], shadow: Predic
 
     A two-class classifier's answer (the common case) is compared as it was read, without building its
     :class:`Predictions`: per mirrored request, that is most of what the router spends on comparing."""
-    docs = primaries
     shadow_classes = list(shadow.classes) if shadow.classes is not None else None
     out: list[Pair | CompareError] = []
     for doc, n in zip(docs, rows):
