@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import sys
 
-from ondeck.serving.router import shadow
+from ondeck.serving.router import shadow_process
 
 
 def _drop(self, routes, primary, job) -> None:
     self.metrics.shadow(primary, routes.config.shadow.variant, "dropped")
 
 
-shadow.ShadowMirror.offer = _drop
+shadow_process.ShadowProcess.offer = _drop
 
 if __name__ == "__main__":
     from ondeck.cli import main

@@ -5,6 +5,7 @@ part of headers. Only mirrored ModelInfer answers are ever parsed, later, by the
 """
 from __future__ import annotations
 
+import pickle
 import time
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ import grpc
 from ondeck.serving.protocol import grpc_predict_v2_pb2 as pb
 from ondeck.serving.router.compare import CompareError, Predictions, from_grpc
 from ondeck.serving.router.forward import VariantDown, forward
+from ondeck.serving.router.shadow_process import frame
 from ondeck.serving.router.upstream import GRPC_SERVICE, Endpoint, GrpcAnswer, UpstreamError
 
 if TYPE_CHECKING:
@@ -94,6 +96,10 @@ class GrpcMirror:
         self.request = request
         self.metadata = metadata
         self.primary_body = primary_body
+
+    def frame(self, primary: str) -> bytes:
+        """The mirror as the shadow process reads it back."""
+        return frame(b"G", primary.encode(), self.request, self.primary_body, pickle.dumps(self.metadata))
 
     @property
     def request_id(self) -> str | None:

@@ -19,6 +19,7 @@ from ondeck.serving.router.compare import CompareError, Predictions, from_json
 from ondeck.serving.router.feedback import FeedbackFanout, fanout_request, is_feedback
 from ondeck.serving.router.forward import Exchange, VariantDown, VariantRuntime
 from ondeck.serving.router.merging import Mergeable, mergeable
+from ondeck.serving.router.shadow_process import frame
 from ondeck.serving.router.upstream import Endpoint, HttpResponse, UpstreamError
 
 if TYPE_CHECKING:
@@ -230,6 +231,19 @@ class HttpMirror:
         self.data = data
         self.req = req
         self.primary_body = primary_body
+
+    def frame(self, primary: str) -> bytes:
+        """The mirror as the shadow process reads it back (:meth:`from_frame`)."""
+        return frame(b"H", primary.encode(), self.data, self.primary_body)
+
+    @classmethod
+    def from_frame(cls, data: bytes, primary_body: bytes) -> "HttpMirror":
+        """The mirror of the request ``data`` (as sent upstream by :func:`_upstream_request`), answered ``primary_body``."""
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        method, url, _ = lines[0].split(b" ", 2)
+        headers = [tuple(line.split(b": ", 1)) for line in lines[1:]]
+        return cls(data, Request(method, url, headers, body, True, False), primary_body)
 
     def mergeable(self) -> Mergeable:
         """Whether (and how) it can go to the shadow merged with others (asked once, as it is offered)."""

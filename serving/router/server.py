@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import orjson
@@ -18,13 +20,12 @@ from ondeck.errors import UserError
 from ondeck.serving.router.config import ConfigError, RouterConfig
 from ondeck.serving.router.forward import Routes
 from ondeck.serving.router.metrics import RouterMetrics
-from ondeck.serving.router.shadow import PairLog, ShadowMirror
+from ondeck.serving.router.shadow_process import ShadowProcess
 from ondeck.serving.router.workers import SNAPSHOT_SECONDS, WorkerGroup
 
 log = logging.getLogger("ondeck.route")
 JSON = b"application/json"
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
-PAIR_LOG_FLUSH_SECONDS = 0.5
 DRAIN_SECONDS = 10.0  # longest wait on shutdown for requests in flight
 
 
@@ -38,7 +39,13 @@ class Router:
         self.metrics = RouterMetrics(config.model)
         self.routes = Routes(config, {})
         self.metrics.set_weights({(v.name, v.version_label): v.weight for v in config.variants})
-        self.shadow = ShadowMirror(self.metrics, PairLog(pair_log) if pair_log else None)
+        # The shadow process's series: among the workers' snapshots with --workers, else in a directory of our own.
+        if group is not None:
+            self._own_dir, snapshot = None, group.state_dir / f"shadow-{group.index}.json"
+        else:
+            self._own_dir = tempfile.mkdtemp(prefix="ondeck-route-")
+            snapshot = Path(self._own_dir) / "shadow.json"
+        self.shadow = ShadowProcess(self.metrics, text, str(self.config_path), snapshot, pair_log)
         self.in_flight = 0  # REST requests being proxied, so that shutdown can let them finish
 
     def _read(self) -> str:
@@ -65,6 +72,7 @@ class Router:
             raise
         old = self.routes
         self.routes = Routes(config, old.endpoints)
+        self.shadow.configure(text, str(self.config_path))
         self.sha256 = sha256
         self.metrics.set_model(config.model)
         self.metrics.set_weights({(v.name, v.version_label): v.weight for v in config.variants})
@@ -95,7 +103,8 @@ class Router:
             return self._only(method, "GET") or (200, JSON, orjson.dumps(
                 {"status": "ok", "model": self.routes.config.model, "config_sha256": self.sha256}))
         if path == "/metrics":
-            peers = self.group.peer_snapshots() if self.group else ()
+            # with --workers, the shadow processes' snapshots are among the workers'
+            peers = self.group.peer_snapshots() if self.group else self.shadow.snapshots()
             return self._only(method, "GET") or (200, PROMETHEUS, self.metrics.exposition(peers))
         if path == "/admin/config":
             return self._only(method, "GET") or (200, JSON, self._config_json())
@@ -125,6 +134,8 @@ class Router:
     async def close(self) -> None:
         self.shadow.close()
         await asyncio.gather(*(e.close() for e in self.routes.endpoints.values()), return_exceptions=True)
+        if self._own_dir is not None:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
 
 
 async def serve(router: Router, host: str, http_port: int, grpc_port: int | None,
@@ -159,8 +170,6 @@ async def serve(router: Router, host: str, http_port: int, grpc_port: int | None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     background = [loop.create_task(router.watch(poll_seconds))]
-    if router.shadow.pair_log is not None:
-        background.append(loop.create_task(_every(PAIR_LOG_FLUSH_SECONDS, router.shadow.pair_log.flush)))
     if router.group is not None:
         background.append(loop.create_task(_every(SNAPSHOT_SECONDS, router.group.write_snapshot, router.metrics)))
     loop.add_signal_handler(signal.SIGHUP, router.reload_quietly)  # the usual "re-read your config" signal

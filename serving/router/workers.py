@@ -47,7 +47,7 @@ class WorkerGroup:
     def peer_snapshots(self) -> list[Snapshot]:
         peers = []
         for path in self.state_dir.glob("*.json"):
-            if path.stem != str(self.index):
+            if path.stem != str(self.index) and not path.name.startswith("."):  # not our own, nor one being written
                 try:
                     peers.append(orjson.loads(path.read_bytes()))
                 except (OSError, orjson.JSONDecodeError):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import grpc
 import pytest
@@ -10,7 +12,7 @@ from ondeck.serving.protocol import grpc_predict_v2_pb2 as pb
 from ondeck.serving.protocol import grpc_predict_v2_pb2_grpc as pbg
 
 from tests.helpers import free_port, wait_for
-from tests.router.conftest import CHURN_ROW, config, infer_body, load, metric, request, variants
+from tests.router.conftest import CHURN_ROW, config, infer_body, load, metric, request, variants, write_config
 
 SHADOW_SLEEP = 2.0
 
@@ -111,3 +113,56 @@ def test_a_burst_of_mirrors_reaches_the_shadow_as_fewer_requests_each_compared_a
     logged = [json.loads(line) for line in pair_log.read_text().splitlines()]
     assert len({p["request_id"] for p in logged}) == 40  # each pair under its own request's id, none under the merged one
     assert not any(p["request_id"].startswith("ondeck-shadow-") for p in logged)
+
+
+def _shadow_process(router) -> int:
+    """The pid of the router's shadow process (its only child)."""
+    pid = router.popen.pid
+    children = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    assert len(children) <= 1, children
+    return int(children[0]) if children else 0
+
+
+def test_the_shadow_runs_at_idle_priority_and_a_killed_shadow_process_is_replaced(procs, servers, tmp_path):
+    vs = variants(servers, stable=100, canary=0)
+    vs[1]["name"], vs[1]["version"] = "candidate", "v2"
+    pair_log = tmp_path / "pairs.jsonl"
+    router = procs.router(config(vs, shadow={"variant": "candidate", "fraction": 1.0, "burst_seconds": 0.05}),
+                          "--pair-log", str(pair_log))
+    m = dict(model="churn", primary="stable", shadow="candidate")
+    for i in range(20):
+        assert request(router.http, "POST", "/v2/models/churn/infer", infer_body(request_id=f"before-{i}"))[0] == 200
+    wait_for(lambda: metric(router.http, "ondeck_shadow_requests_total", outcome="compared", **m) == 20, timeout=15,
+             what="20 compared pairs")
+    first = _shadow_process(router)
+    assert os.sched_getscheduler(first) == os.SCHED_IDLE  # it gets a core only when no client request wants one
+
+    os.kill(first, signal.SIGKILL)
+    sent = iter(range(10_000))
+
+    def replaced() -> bool:  # mirrors keep coming; the first after the death finds the pipe broken, a later one restarts
+        assert request(router.http, "POST", "/v2/models/churn/infer", infer_body(request_id=f"after-{next(sent)}"))[0] == 200
+        return _shadow_process(router) not in (0, first)
+
+    wait_for(replaced, timeout=15, interval=0.05, what="a new shadow process")
+    assert os.sched_getscheduler(_shadow_process(router)) == os.SCHED_IDLE
+    wait_for(lambda: metric(router.http, "ondeck_shadow_requests_total", outcome="compared", **m) > 20, timeout=15,
+             what="the new process's comparisons added to the lost one's")
+    wait_for(lambda: pair_log.exists() and any(json.loads(line)["request_id"].startswith("after-")
+                                               for line in pair_log.read_text().splitlines()),
+             timeout=10, what="pairs logged by the new shadow process")
+
+
+def test_a_reload_reaches_the_shadow_process(procs, servers):
+    vs = variants(servers, stable=100, canary=0)
+    vs[1]["name"], vs[1]["version"] = "candidate", "v2"
+    router = procs.router(config(vs, shadow={"variant": "candidate", "fraction": 1.0, "burst_seconds": 0.05}))
+    load(router.http, total=10, clients=2)
+    wait_for(lambda: metric(router.http, "ondeck_shadow_requests_total", outcome="compared", model="churn",
+                            primary="stable", shadow="candidate") == 10, timeout=15, what="10 pairs with candidate")
+    vs[1]["name"] = "challenger"  # the same server under another name: only the new config can say so
+    write_config(router.config_path, config(vs, shadow={"variant": "challenger", "fraction": 1.0, "burst_seconds": 0.05}))
+    assert request(router.http, "POST", "/admin/reload")[0] == 200
+    load(router.http, total=10, clients=2)
+    wait_for(lambda: metric(router.http, "ondeck_shadow_requests_total", outcome="compared", model="churn",
+                            primary="stable", shadow="challenger") == 10, timeout=15, what="10 pairs with challenger")
