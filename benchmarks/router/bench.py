@@ -123,6 +123,33 @@ def wrk(port: int, connections: int, seconds: float, work: Path) -> dict:
     return r
 
 
+SHADOW_FRACTION = 0.1
+
+
+def settle(port: int, fraction: float = SHADOW_FRACTION, timeout: float = 30.0) -> float:
+    """Wait until the shadow router on ``port`` has accounted for every request it mirrored (compared, dropped or
+    failed); returns the seconds waited.
+
+    Its shadow process works at idle priority, so at the end of a turn some mirrors may still wait for it (and
+    for the shadow server): that work belongs to this turn, in its CPU, and must not fall into the next
+    target's turn, which it would slow. The router mirrors exactly ``fraction`` of each variant's requests,
+    rounded down, so all are accounted for when the outcomes reach that share less one per variant.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    start = time.monotonic()
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+        answered = {s.labels["variant"]: s.value for s in families["ondeck_router_requests"].samples
+                    if s.name == "ondeck_router_requests_total"} if "ondeck_router_requests" in families else {}
+        accounted = sum(s.value for s in families["ondeck_shadow_requests"].samples
+                        if s.name == "ondeck_shadow_requests_total") if "ondeck_shadow_requests" in families else 0
+        if accounted >= sum(answered.values()) * fraction - len(answered) or time.monotonic() - start > timeout:
+            return time.monotonic() - start
+        time.sleep(0.05)
+
+
 def median(results) -> dict:
     """Per-field median of several wrk results (errors summed)."""
     results = list(results)
@@ -229,7 +256,7 @@ def run(args, tmp: Path, procs: list) -> int:
     for key, cfg, workers in (("route", {"model": "churn", "variants": split}, 1),
                               ("route2", {"model": "churn", "variants": split}, 2),
                               ("shadow", {"model": "churn", "variants": split + [variant("candidate", "v2", 0)],
-                                          "shadow": {"variant": "candidate", "fraction": 0.1}}, 1)):
+                                          "shadow": {"variant": "candidate", "fraction": SHADOW_FRACTION}}, 1)):
         import yaml
 
         (tmp / f"{key}.yaml").write_text(yaml.safe_dump(cfg))
@@ -264,6 +291,8 @@ def run(args, tmp: Path, procs: list) -> int:
         for name, port, pid in order:  # the throughput runs back to back: the paired ratios compare these
             cpu, total = cpu_seconds(pid), sum(map(cpu_seconds, everyone))
             t = wrk(port, args.connections, args.seconds, tmp)
+            if name == SHADOW:
+                t["settle_seconds"] = settle(port)
             t["proxy_cpu_us"] = (cpu_seconds(pid) - cpu) / t["requests"] * 1e6
             # every ondeck process and nginx (wrk aside), per request: steadier than rps, and it shows where a
             # target's extra work goes (the shadow's: its router's comparisons plus the shadow server's runs)
@@ -271,6 +300,8 @@ def run(args, tmp: Path, procs: list) -> int:
             throughputs[name].append(t)
         for name, port, pid in order:
             latencies[name].append(wrk(port, 1, args.latency_seconds, tmp))
+            if name == SHADOW:
+                settle(port)
         for name, _, _ in targets:  # the format ROUND_LINE reads back
             print(f"round {round_ + 1}: {name:28s} {throughputs[name][-1]['rps']:9.0f} rps  "
                   f"{throughputs[name][-1]['system_cpu_us']:5.0f} us CPU/request  p50 {latencies[name][-1]['p50_us']} us (1 conn)",
@@ -355,7 +386,9 @@ def render(args, results: dict, rounds: list[dict[str, Round]], canary_share: fl
         lines.append(f"| {goal} | {fmt.format(whole)} | {fmt.format(paired)} | {fmt.format(lo)} to {fmt.format(hi)} | "
                      f"{target} | {'yes' if ok(whole) else 'NO'} / {'yes' if ok(paired) else 'NO'} |")
     lines += ["", f"Canary share through the router: {canary_share * 100:.2f}% of all requests. Shadow outcomes: "
-              + ", ".join(f"{k} {v:.0f}" for k, v in shadow.items()) + ". Load average at the end: "
+              + ", ".join(f"{k} {v:.0f}" for k, v in shadow.items())
+              + f"; after a throughput run the shadow's last mirrors took {results[SHADOW][0]['settle_seconds']:.2f} s "
+              "(median) to be accounted for, counted in its CPU (see settle()). Load average at the end: "
               + " ".join(f"{x:.1f}" for x in os.getloadavg()) + "."]
     return "\n".join(lines)
 

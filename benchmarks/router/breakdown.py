@@ -15,8 +15,9 @@ paired figure compares neighbours one second apart and says which process the di
 Besides each process's CPU, a turn records the mean rows per model run of the stable server (its adaptive
 batching runs together what arrived while it was busy, so a model run's fixed cost is shared by fewer requests
 when they arrive more spread out). ``--fractions 0.02 0.1 0.3`` puts one shadow router per fraction in the turns.
-A turn's last burst of mirrors (up to 200 ms of them) is sent and compared after the turn, in the next target's:
-the shadow's figures read low by up to a fifth of its burst work.
+A shadow router's turn ends when its shadow has accounted for every mirror (bench.settle): the last burst (up to
+200 ms of mirrors) and whatever the idle-priority shadow process left for later are counted in the turn's CPU and
+do not slow the next target's turn. The router's CPU includes its shadow process's (a child).
 
 Prints one table; writes nothing. Usage: .venv/bin/python benchmarks/router/breakdown.py [--rounds 60]
 """
@@ -32,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench import (ONDECK, cpu_seconds, ensure_tools, free_port, median_interval, metric, start,  # noqa: E402
-                   start_servers, stop, wrk)
+                   settle, start_servers, stop, wrk)
 
 BASE, AGAIN, SHADOW, DROPPED = ("route 90/10", "route 90/10, again (A/A control)", "route 90/10 + 10% shadow",
                                 "route 90/10 + 10% shadow, mirrors dropped at offer (control)")
@@ -50,10 +51,11 @@ def batches(stable_port: int) -> tuple[float, float]:
     return metric(stable_port, "ondeck_batch_size_count"), metric(stable_port, "ondeck_batch_size_sum")
 
 
-def turn(port: int, router_pid: int, servers: dict[str, int], stable_port: int, seconds: float,
-         work: Path) -> dict[str, float]:
-    """One wrk run against ``port``: rps, p99, machine idle %, each process's CPU us per client request, and the
-    stable server's mean rows per model run."""
+def turn(port: int, router_pid: int, fraction: float | None, servers: dict[str, int], stable_port: int,
+         seconds: float, work: Path) -> dict[str, float]:
+    """One wrk run against ``port``: rps, p99, machine idle %, each process's CPU us per client request (a shadow
+    router's, once its shadow has accounted for every mirror: see bench.settle), and the stable server's mean rows
+    per model run."""
     pids = {"router": router_pid, **servers}
     runs0, rows0 = batches(stable_port)
     before = {k: cpu_seconds(p) for k, p in pids.items()}
@@ -62,6 +64,8 @@ def turn(port: int, router_pid: int, servers: dict[str, int], stable_port: int, 
     r = wrk(port, 32, seconds, work)
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     idle1, total1 = idle_and_total()
+    if fraction:
+        settle(port, fraction)
     out = {k: (cpu_seconds(p) - before[k]) / r["requests"] * 1e6 for k, p in pids.items()}
     runs1, rows1 = batches(stable_port)  # after the CPU: rendering /metrics is no part of a turn's work
     out["wrk"] = (children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime) / r["requests"] * 1e6
@@ -116,8 +120,8 @@ def run(args, tmp: Path, procs: list) -> str:
         path.write_text(yaml.safe_dump(cfg))
         p = start(procs, argv + ["--config", str(path), "--host", "127.0.0.1", "--http-port", str(port)],
                   tmp / f"router-{len(targets)}.log", f"http://127.0.0.1:{port}/healthz", name)
-        targets[name] = (port, p.pid)
-    for port, _ in targets.values():  # warm-up: connections, pools, caches
+        targets[name] = (port, p.pid, cfg.get("shadow", {}).get("fraction"))
+    for port, _, _ in targets.values():  # warm-up: connections, pools, caches
         wrk(port, 32, 2, tmp)
     turns: dict[str, list[dict]] = {name: [] for name in targets}
     order = list(targets)

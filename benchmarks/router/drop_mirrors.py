@@ -1,7 +1,8 @@
 """`ondeck route` whose shadow drops every mirror as it is offered (counted as dropped): a control for breakdown.py.
 
-It chooses and builds each mirror as the real shadow does and stops there, so it measures what mirroring costs
-on the client's path alone, without the bursts, the shadow server or the comparisons. Not for use outside the
+It chooses and builds each mirror as the real shadow does and stops there, before handing it to the shadow
+process, so it measures what mirroring costs on the client's path alone, without the hand-over, the shadow
+process, the shadow server or the comparisons. Not for use outside the
 benchmark: a router run this way never compares anything.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The gRPC front-end: every V2 GRPCInferenceService call routed by the same rules as REST.
 
 Request and answer messages pass through as bytes (no deserialization); gRPC metadata plays the
-part of headers. Only mirrored ModelInfer answers are ever parsed, later, by the shadow workers.
+part of headers. Only mirrored ModelInfer answers are ever parsed, later, by the shadow process.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Built for low overhead on the path every request takes: bodies are forwarded as bytes and never
 parsed, headers become a dict only when a rule or stickiness needs them, upstream connections are
-kept alive and reused, and only mirrored requests pay for JSON parsing (later, off the path).
+kept alive and reused, and only mirrored requests pay for JSON parsing (later, in the shadow process).
 """
 from __future__ import annotations
 

@@ -178,7 +178,7 @@ class ShadowProcess:
         return out
 
     def close(self) -> None:
-        """Hand over what is buffered, then let the child write its last pairs and series, and end it."""
+        """Hand over what the pipe takes of the buffer now, then let the child write its last pairs and series."""
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
@@ -187,8 +187,7 @@ class ShadowProcess:
         if self._writing:
             asyncio.get_running_loop().remove_writer(self._fd)
             self._writing = False
-        os.set_blocking(self._fd, True)
-        try:
+        try:  # never blocking: a child that waits for a core must not hold up a stopping router
             os.write(self._fd, self._buffer)
         except OSError:
             pass
