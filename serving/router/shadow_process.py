@@ -45,6 +45,8 @@ PIPE_BYTES = 1024 * 1024  # asked of the kernel (F_SETPIPE_SZ); its default is 6
 SNAPSHOT_SECONDS = 0.25
 RESTART_SECONDS = 1.0
 STOP_SECONDS = 2.0  # how long a stopping router waits for the child to write its last pairs and series
+FRAMES_PER_TURN = 256  # half a full merged request (MAX_MERGED_ROWS one-row mirrors)
+MAX_UNREAD_BYTES = 1024 * 1024
 
 # A frame: kind, then four lengths, then the four parts.
 #   b"C" config: text, source, -, -
@@ -204,8 +206,13 @@ class ShadowProcess:
 
 
 class FrameReader(asyncio.Protocol):
-    """Reads frames from the router and offers each mirror to the shadow at once: its queue bounds them (and drops,
-    counted), while the pipe only holds what arrived while this process waited for a core."""
+    """Reads frames from the router and offers each mirror to the shadow: its queue bounds them (and drops, counted).
+
+    Frames are taken ``FRAMES_PER_TURN`` at a time, one turn of the loop each, so that a backlog (the pipe
+    fills while this process waits for a core: ~1,000 mirrors a megabyte) goes out in full merged requests as
+    it is read, rather than all reaching the queue before the first burst can leave and overflowing it. Reading
+    pauses while more than ``MAX_UNREAD_BYTES`` wait here; the pipe and then the router's buffer hold the rest.
+    """
 
     def __init__(self, mirror, metrics: RouterMetrics, done: asyncio.Future):
         self.mirror = mirror
@@ -214,14 +221,24 @@ class FrameReader(asyncio.Protocol):
         self.routes: Routes | None = None
         self.transport: asyncio.ReadTransport | None = None
         self._data = bytearray()
+        self._taking: asyncio.Handle | None = None
+        self._paused = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self._data += data
-        buf, at, end = self._data, 0, len(self._data)
-        while end - at >= _HEAD.size:
+        if len(self._data) > MAX_UNREAD_BYTES and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+        if self._taking is None:
+            self._take()
+
+    def _take(self) -> None:
+        self._taking = None
+        buf, at, end, taken = self._data, 0, len(self._data), 0
+        while end - at >= _HEAD.size and taken < FRAMES_PER_TURN:
             kind, a, b, c, d = _HEAD.unpack_from(buf, at)
             size = _HEAD.size + a + b + c + d
             if end - at < size:
@@ -230,11 +247,17 @@ class FrameReader(asyncio.Protocol):
             parts = bytes(buf[p:p + a]), bytes(buf[p + a:p + a + b]), bytes(buf[p + a + b:p + a + b + c]), \
                 bytes(buf[p + a + b + c:p + size - _HEAD.size])
             at += size
+            taken += 1
             try:
                 self._frame(kind, *parts)
             except Exception:  # noqa: BLE001 - one bad frame (a bug) must not stop the shadow
                 log.exception("shadow process: cannot take a %r frame", kind)
         del buf[:at]
+        if taken == FRAMES_PER_TURN:  # maybe more: after the bursts these frames started (call_soon is in order)
+            self._taking = asyncio.get_running_loop().call_soon(self._take)
+        elif self._paused:
+            self._paused = False
+            self.transport.resume_reading()
 
     def _frame(self, kind: bytes, a: bytes, b: bytes, c: bytes, d: bytes) -> None:
         if kind == b"C":

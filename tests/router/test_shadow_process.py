@@ -9,7 +9,7 @@ import yaml
 from ondeck.serving.router.grpc_front import GrpcMirror
 from ondeck.serving.router.http_front import HttpMirror, Request, _upstream_request
 from ondeck.serving.router.metrics import RouterMetrics
-from ondeck.serving.router.shadow_process import FrameReader, frame
+from ondeck.serving.router.shadow_process import FRAMES_PER_TURN, FrameReader, frame
 
 from tests.router.conftest import infer_body
 
@@ -55,3 +55,23 @@ def test_frames_split_anyhow_read_back_as_the_mirrors_they_were():
     assert back.mergeable().data == rest.mergeable().data and back.mergeable().key == rest.mergeable().key
     _, _, back = offered[1]
     assert (back.request, back.metadata, back.primary_body) == (grpc.request, grpc.metadata, grpc.primary_body)
+
+
+def test_a_backlog_is_taken_a_slice_per_loop_turn_so_full_bursts_leave_between_slices():
+    req = Request(b"POST", b"/v2/models/churn/infer", [], json.dumps(infer_body()).encode(), True, False)
+    mirror = HttpMirror(_upstream_request(req), req, b"{}").frame("stable")
+    backlog = frame(b"C", yaml.safe_dump(CONFIG).encode(), b"router.yaml") + mirror * 1000
+
+    async def read() -> tuple[int, int]:
+        recorder = Recorder()
+        reader = FrameReader(recorder, RouterMetrics(""), asyncio.get_running_loop().create_future())
+        reader.connection_made(None)
+        reader.data_received(backlog)  # what a process that waited for a core reads at once
+        first = len(recorder.offered)
+        for _ in range(10):  # the rest, a slice per turn of the loop
+            await asyncio.sleep(0)
+        return first, len(recorder.offered)
+
+    first, last = asyncio.run(read())
+    assert first == FRAMES_PER_TURN - 1  # the config frame was one of the first slice
+    assert last == 1000
