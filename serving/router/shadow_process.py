@@ -11,9 +11,9 @@ the pair log. It runs as ``SCHED_IDLE`` (``nice 19`` where that is refused), so 
 no client request wants one: a busy router drops mirrors (counted) before it slows a client.
 
 Bounded at every step: the router's buffer (``MAX_BUFFERED_BYTES``, then it drops and counts), the pipe,
-and the child's own queue (``shadow.queue_size``, then it drops and counts, as before the split). The child's series (compared, agreement, differences, its drops, timeouts
-and errors, the shadow endpoints' health) reach the router's ``/metrics`` as a snapshot file it writes
-every ``SNAPSHOT_SECONDS``, the way ``--workers`` share theirs. A child that dies is started again at
+and the child's own queue (``shadow.queue_size``, then it drops and counts). The child's series (compared,
+agreement, differences, its drops, timeouts and errors, the shadow endpoints' health) reach the router's
+``/metrics`` as a snapshot file it writes every ``SNAPSHOT_SECONDS``, the way ``--workers`` share theirs. A child that dies is started again at
 the next mirror (at most once every ``RESTART_SECONDS``); the mirrors it held are lost, as are a
 stopping router's, which is what mirrors are for.
 """
@@ -108,7 +108,7 @@ class ShadowProcess:
             try:
                 import fcntl
 
-                fcntl.fcntl(write, 1031, PIPE_BYTES)  # F_SETPIPE_SZ: room for a burst while the child waits for a core
+                fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # room for a burst while the child waits for a core
             except OSError:
                 pass
             argv = [sys.executable, "-m", "ondeck.serving.router.shadow_process", "--snapshot", str(self.snapshot_path)]
