@@ -43,11 +43,18 @@ def test_a_slow_or_dead_shadow_costs_the_client_nothing(procs, servers, shadow_k
     if shadow_kind == "sleeping":
         assert count["dropped"] > 0  # 2 workers waiting 0.5 s each cannot keep up: the bounded queue overflowed
 
-def test_paired_comparison_metrics_and_pair_log(procs, servers, tmp_path):
+def candidate_router(procs, servers, pair_log=None, **shadow):
+    """A router that sends every request to the stable and mirrors to the canary's server, named "candidate"
+    (with ``shadow`` settings); and its variants."""
     vs = variants(servers, stable=100, canary=0)
     vs[1]["name"], vs[1]["version"] = "candidate", "v2"
+    extra = ("--pair-log", str(pair_log)) if pair_log else ()
+    return procs.router(config(vs, shadow={"variant": "candidate", **shadow}), *extra), vs
+
+
+def test_paired_comparison_metrics_and_pair_log(procs, servers, tmp_path):
     pair_log = tmp_path / "pairs.jsonl"
-    router = procs.router(config(vs, shadow={"variant": "candidate", "fraction": 0.5}), "--pair-log", str(pair_log))
+    router, _ = candidate_router(procs, servers, pair_log, fraction=0.5)
 
     def answer(server) -> tuple[int, float]:
         out = {o["name"]: o["data"] for o in json.loads(request(server.http, "POST", "/v2/models/churn/infer", infer_body())[2])["outputs"]}
@@ -89,12 +96,9 @@ def test_paired_comparison_metrics_and_pair_log(procs, servers, tmp_path):
 
 
 def test_a_burst_of_mirrors_reaches_the_shadow_as_fewer_requests_each_compared_alone(procs, servers, tmp_path):
-    vs = variants(servers, stable=100, canary=0)
-    vs[1]["name"], vs[1]["version"] = "candidate", "v2"
     pair_log = tmp_path / "pairs.jsonl"
     # a long burst window, so that mirrors of concurrent requests surely share a burst
-    router = procs.router(config(vs, shadow={"variant": "candidate", "fraction": 1.0, "burst_seconds": 0.5}),
-                          "--pair-log", str(pair_log))
+    router, _ = candidate_router(procs, servers, pair_log, fraction=1.0, burst_seconds=0.5)
     candidate = servers["canary"][0]
 
     def answered() -> float:
@@ -124,11 +128,8 @@ def _shadow_process(router) -> int:
 
 
 def test_the_shadow_runs_at_idle_priority_and_a_killed_shadow_process_is_replaced(procs, servers, tmp_path):
-    vs = variants(servers, stable=100, canary=0)
-    vs[1]["name"], vs[1]["version"] = "candidate", "v2"
     pair_log = tmp_path / "pairs.jsonl"
-    router = procs.router(config(vs, shadow={"variant": "candidate", "fraction": 1.0, "burst_seconds": 0.05}),
-                          "--pair-log", str(pair_log))
+    router, _ = candidate_router(procs, servers, pair_log, fraction=1.0, burst_seconds=0.05)
     m = dict(model="churn", primary="stable", shadow="candidate")
     for i in range(20):
         assert request(router.http, "POST", "/v2/models/churn/infer", infer_body(request_id=f"before-{i}"))[0] == 200
@@ -145,7 +146,9 @@ def test_the_shadow_runs_at_idle_priority_and_a_killed_shadow_process_is_replace
         return _shadow_process(router) not in (0, first)
 
     wait_for(replaced, timeout=15, interval=0.05, what="a new shadow process")
-    assert os.sched_getscheduler(_shadow_process(router)) == os.SCHED_IDLE
+    # set by the router right after the spawn, so a child seen at once may not have it yet
+    wait_for(lambda: os.sched_getscheduler(_shadow_process(router)) == os.SCHED_IDLE, timeout=5,
+             what="the new shadow process at idle priority")
     wait_for(lambda: metric(router.http, "ondeck_shadow_requests_total", outcome="compared", **m) > 20, timeout=15,
              what="the new process's comparisons added to the lost one's")
     wait_for(lambda: pair_log.exists() and any(json.loads(line)["request_id"].startswith("after-")
@@ -154,9 +157,7 @@ def test_the_shadow_runs_at_idle_priority_and_a_killed_shadow_process_is_replace
 
 
 def test_a_reload_reaches_the_shadow_process(procs, servers):
-    vs = variants(servers, stable=100, canary=0)
-    vs[1]["name"], vs[1]["version"] = "candidate", "v2"
-    router = procs.router(config(vs, shadow={"variant": "candidate", "fraction": 1.0, "burst_seconds": 0.05}))
+    router, vs = candidate_router(procs, servers, fraction=1.0, burst_seconds=0.05)
     load(router.http, total=10, clients=2)
     wait_for(lambda: metric(router.http, "ondeck_shadow_requests_total", outcome="compared", model="churn",
                             primary="stable", shadow="candidate") == 10, timeout=15, what="10 pairs with candidate")
