@@ -139,7 +139,8 @@ class ShadowMirror:
             self._schedule(shadow.burst_seconds)
 
     def _schedule(self, delay: float) -> None:
-        # Started from the loop rather than from offer(): the client's connection moves on first.
+        # Started from the loop rather than from offer(): the caller (the shadow process's frame reader) finishes its
+        # slice of frames first, and the burst then takes all of them.
         if self._burst is None and self._queued:
             loop = asyncio.get_running_loop()
             self._burst = loop.call_later(delay, self._send_burst) if delay > 0 else loop.call_soon(self._send_burst)
