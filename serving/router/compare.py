@@ -118,7 +118,8 @@ def _two_class_pair(doc: Any, n: int, shadow_classes: list | None, shadow_scores
     return Pair(label == shadow_classes[start:end], diff)
 
 
-def _loads(body: bytes) -> Any:
+def loads_answer(body: bytes) -> Any:
+    """A JSON answer parsed, or the :class:`CompareError` saying it is not JSON (so only its own pair fails)."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -127,7 +128,7 @@ def _loads(body: bytes) -> Any:
 
 def from_json(body: bytes) -> Predictions:
     """Predictions from a V2 (``outputs``) or V1 (``predictions``) JSON answer."""
-    return from_doc(_loads(body))
+    return from_doc(loads_answer(body))
 
 
 def from_doc(doc: Any) -> Predictions:

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from ondeck.serving.router.compare import CompareError, Predictions, from_tensors
+from ondeck.serving.router.compare import CompareError, Predictions, from_tensors, loads_answer
 
 # A merged request stays a modest body (~60 KB of V2 JSON for 20 features) and about half the default queue_size
 # (1,000), so while a full one goes out the next can fill.
@@ -229,12 +229,8 @@ class MergedGroup:
         if docs is None or len(docs) != last - first:  # a bad answer (or one that was not one JSON value):
             docs = []  # each on its own, so only that one fails
             for i in range(first, last):
-                end = ends[i]
-                try:
-                    docs.append(orjson.loads(self._answers[start:end]))
-                except orjson.JSONDecodeError as exc:
-                    docs.append(CompareError(f"answer is not JSON: {exc}"))
-                start = end + 1
+                docs.append(loads_answer(self._answers[start:ends[i]]))
+                start = ends[i] + 1
         return docs
 
 

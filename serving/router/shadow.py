@@ -36,6 +36,9 @@ class MirrorJob(Protocol):
     protocol: str  # "http" or "grpc"
     request_id: str | None  # the client's x-request-id, if it sent one
 
+    def frame(self, primary: str) -> bytes:
+        """The mirror as the router hands it to the shadow process (see :mod:`shadow_process`), which reads it back."""
+
     def send(self, endpoint: Endpoint, timeout: float, connect_timeout: float, done: Done) -> None:
         """Start the request on ``endpoint``; ``done(answer, error)`` gets the outcome."""
 

@@ -29,13 +29,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import orjson
 
 from ondeck.serving.router.config import RouterConfig
 from ondeck.serving.router.forward import Routes
 from ondeck.serving.router.metrics import RouterMetrics, Snapshot
+
+if TYPE_CHECKING:
+    from ondeck.serving.router.shadow import MirrorJob
 
 log = logging.getLogger("ondeck.route")
 
@@ -81,7 +84,7 @@ class ShadowProcess:
         if self._fd is not None:
             self._put(self._config)
 
-    def offer(self, routes: Routes, primary: str, job: Any) -> None:
+    def offer(self, routes: Routes, primary: str, job: "MirrorJob") -> None:
         """Pass ``job`` on to the child, or drop it (counted) when the child cannot take it; never blocks or raises."""
         if len(self._buffer) >= MAX_BUFFERED_BYTES or (self._fd is None and not self._start()):
             self.metrics.shadow(primary, routes.config.shadow.variant, "dropped")
